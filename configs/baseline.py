@@ -1,0 +1,31 @@
+r"""Plain cross-entropy: the baseline every noisy-label FER method is compared with.
+
+Run on the embedded synthetic dataset (a few minutes on a 2-core CPU):
+  python -m fer_jax.main --config configs/baseline.py:synthetic --workdir runs/baseline
+
+Arguments after ':' are `data` (bare first word) and key=value pairs:
+  data=synthetic, runlocal=False.
+Training recipe for real data follows the ResNet-18 setting of eac.md §1b/§3: Adam with coupled
+L2 1e-4, lr 2e-4 decayed x0.9 per epoch, batch 32, 60 epochs, 224 px, random erasing.
+"""
+
+from configs import common
+
+
+def get_config(arg=None):
+  arg = common.parse_arg(arg, data="synthetic", runlocal=False)
+  c = common.base_config("ce", arg.data, arg.runlocal)
+  c.ce = {}  # the method's own fields; plain CE has none
+  c.input.train_ops = (
+    f"resize({c.input.image_size})|flip_lr|random_erasing(scale=(0.02, 0.25))"
+  )
+  if arg.data == "synthetic" and not arg.runlocal:
+    # From scratch at 32 px, where XLA:CPU convolutions are fast: a few minutes on 2 cores.
+    c.input.image_size = 32
+    c.input.train_ops = "resize(32)|flip_lr|pad_crop(2)|random_erasing(scale=(0.02, 0.25))"
+    c.num_epochs = 8
+    c.batch_size = 64
+    c.optimizer.lr = 1e-3
+    c.log_every_steps = 20
+  c.input.eval_ops = common.eval_ops(c.input.image_size)
+  return c

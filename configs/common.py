@@ -1,0 +1,98 @@
+"""Fields shared by every method's config, and the `:arg` parser."""
+
+import ml_collections as mlc
+
+
+def parse_arg(arg, **defaults):
+  """Parses `a=1,b=x` (or a bare first word for `data`) into a ConfigDict over `defaults`."""
+  out = mlc.ConfigDict(defaults)
+  for i, part in enumerate(filter(None, (arg or "").split(","))):
+    key, sep, value = part.partition("=")
+    if not sep:
+      if i:
+        raise ValueError(f"config argument {part!r} in {arg!r}: expected key=value")
+      key, value = "data", key
+    if key not in defaults:
+      raise ValueError(f"config argument {key!r} in {arg!r}: expected one of {sorted(defaults)}")
+    kind = type(defaults[key])
+    out[key] = value.lower() in ("1", "true", "yes") if kind is bool else kind(value)
+  return out
+
+
+def base_config(method, data="synthetic", runlocal=False):
+  """Defaults for all methods; `data` picks the dataset block.
+
+  Args:
+    method: the method module name under fer_jax/methods.
+    data: a dataset known to `dataset_config`.
+    runlocal: shrink everything for a smoke test.
+  """
+  c = mlc.ConfigDict()
+  c.seed = 0
+  c.method = method
+  c.model = mlc.ConfigDict(dict(arch="resnet18", width=64, num_classes=7))
+  # A checkpoint from `python -m fer_jax.convert`: its backbone (and head, if its class count
+  # matches) replaces the random init. Empty: train from scratch.
+  c.init_from = ""
+  c.dtype = "float32"  # "bfloat16": mixed precision, params and optimiser state stay float32
+  c.num_epochs = 60
+  c.batch_size = 32  # global, over all devices and hosts
+  c.eval_batch_size = 64
+  c.optimizer = mlc.ConfigDict(
+    dict(
+      name="adam",  # adam (coupled L2, as torch.optim.Adam) | adamw | sgd
+      lr=2e-4,
+      weight_decay=1e-4,
+      b1=0.9,
+      b2=0.999,
+      eps=1e-8,
+      momentum=0.9,  # sgd only
+      # ((regex over "backbone/layer1_0/conv1/kernel"-style names, lr), ...): first match wins,
+      # unmatched parameters use `lr`.
+      param_group_lrs=(),
+      schedule="exponential",  # exponential (per epoch) | linear (to 0 per step) | constant
+      decay_rate=0.9,  # exponential: lr * decay_rate**epoch
+    )
+  )
+  c.dataset = dataset_config(data, runlocal)
+  c.input = mlc.ConfigDict(
+    dict(
+      image_size=224,
+      train_ops="",  # filled by the method config
+      num_threads=8,
+      num_workers=0,
+    )
+  )
+  c.log_every_steps = 50
+  c.checkpoint_every_steps = 500  # also at every epoch end
+  c.keep_checkpoints = 2
+  c.progress_bar = True
+  if runlocal:
+    c.num_epochs = 2
+    c.batch_size = 8
+    c.eval_batch_size = 8
+    c.model.width = 8
+    c.input.image_size = 32
+    c.log_every_steps = 2
+    c.checkpoint_every_steps = 4
+  return c
+
+
+def dataset_config(data, runlocal=False):
+  if data == "synthetic":
+    return mlc.ConfigDict(
+      dict(
+        name="synthetic",
+        num_train=96 if runlocal else 3000,
+        num_test=40 if runlocal else 700,
+        image_size=64,
+        seed=0,
+        cache_dir="~/.cache/fer_jax",
+      )
+    )
+  raise ValueError(f"config argument data={data!r}: expected one of ['synthetic']")
+
+
+def eval_ops(image_size):
+  """The papers' eval transform: bilinear resize (ImageNet normalisation happens on device)."""
+  return f"resize({image_size})"

@@ -1,0 +1,135 @@
+r"""Converts PyTorch ResNet checkpoints to fer_jax model directories.
+
+  python -m fer_jax.convert --torch resnet18_msceleb.pth --out weights/msceleb_r18
+  # then train with: --config.init_from=weights/msceleb_r18
+
+Accepts the MS-Celeb-1M `resnet18_msceleb.pth` (a dict with `state_dict`, torchvision names,
+1000-way fc), bare torchvision state_dicts (ResNet-18 or -50), a `module.` prefix
+(DataParallel), and whole trained FER models (backbone + 7/8-way `fc`). `fc` becomes the head
+only when its size equals the number of class names; otherwise it is dropped and the model
+directory holds the backbone alone.
+
+Every backbone variable of the Flax model must be found with the right shape, and every
+tensor of the checkpoint must be used (or be the dropped fc): anything else is an error that
+lists the keys.
+"""
+
+import logging
+import re
+
+import flax
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import app, flags
+
+from fer_jax import torch_files
+from fer_jax.data import classes, pipeline
+from fer_jax.models import resnet, weights
+
+_BN = {"weight": ("params", "scale"), "bias": ("params", "bias"),
+       "running_mean": ("batch_stats", "mean"), "running_var": ("batch_stats", "var")}
+
+
+def find_state_dict(checkpoint, source):
+  """The tensor dict inside a loaded checkpoint, without a `module.` prefix."""
+  state = checkpoint
+  for key in ("state_dict", "model", "model_state_dict"):
+    if isinstance(state, dict) and isinstance(state.get(key), dict):
+      state = state[key]
+      break
+  if not isinstance(state, dict) or not state:
+    raise ValueError(f"{source}: expected a state_dict (dict of tensors), got {type(state)}")
+  return {re.sub(r"^module\.", "", k): np.asarray(v) for k, v in state.items()
+          if not k.endswith("num_batches_tracked")}
+
+
+def torch_to_flax(state_dict, num_classes, source):
+  """Renames and transposes a torchvision ResNet state_dict into Flax variables.
+
+  Returns:
+    ({"params": ..., "batch_stats": ...}, has_head).
+  """
+  flat, unused = {}, []
+  for key, value in state_dict.items():
+    parts = key.split(".")
+    if parts[0] == "fc":
+      if value.shape[0] != num_classes:
+        logging.info("%s: dropping %s %s (not %d classes)", source, key, value.shape, num_classes)
+        continue
+      flat[("params", "head", parts[1] if parts[1] == "bias" else "kernel")] = (
+        value if parts[1] == "bias" else value.T
+      )
+      continue
+    # layer2.0.downsample.1.weight -> layer2_0/downsample_1/weight
+    names = []
+    for p in parts:
+      if p.isdigit() and names:
+        names[-1] = f"{names[-1]}_{p}"
+      else:
+        names.append(p)
+    *module, leaf = names
+    if value.ndim == 4 and leaf == "weight":  # conv: OIHW -> HWIO
+      flat[("params", "backbone", *module, "kernel")] = value.transpose(2, 3, 1, 0)
+    elif leaf in _BN and value.ndim == 1:
+      collection, name = _BN[leaf]
+      flat[(collection, "backbone", *module, name)] = value
+    else:
+      unused.append(f"{key} {value.shape}")
+  if unused:
+    raise ValueError(f"{source}: tensors with no place in a ResNet: {unused}")
+  has_head = ("params", "head", "kernel") in flat
+  return flax.traverse_util.unflatten_dict(flat), has_head
+
+
+def infer_arch(state_dict, source):
+  """(arch, width) from the checkpoint's keys and its stem's width."""
+  if "conv1.weight" not in state_dict:
+    raise ValueError(f"{source}: no conv1.weight; expected a torchvision ResNet state_dict")
+  width = state_dict["conv1.weight"].shape[0]
+  return ("resnet50" if "layer1.0.conv3.weight" in state_dict else "resnet18"), width
+
+
+def convert(src, out, class_names=classes.RAF_DB, image_size=224,
+            mean=pipeline.IMAGENET_MEAN, std=pipeline.IMAGENET_STD):
+  """Converts the PyTorch checkpoint `src` into the model directory `out`.
+
+  Returns:
+    The model.json metadata written.
+  """
+  state_dict = find_state_dict(torch_files.load(src), src)
+  arch, width = infer_arch(state_dict, src)
+  variables, has_head = torch_to_flax(state_dict, len(class_names), src)
+  model = resnet.Classifier(arch, len(class_names), width)
+  abstract = jax.eval_shape(
+    lambda: model.init(jax.random.key(0), jnp.zeros((1, 32, 32, 3)), train=False)
+  )
+  weights.merge(abstract, variables, source=src)  # raises on any missing or mis-shaped key
+  meta = {"arch": arch, "width": int(width), "num_classes": len(class_names),
+          "class_names": list(class_names), "image_size": image_size, "mean": list(mean),
+          "std": list(std), "has_head": has_head, "source": f"converted: {src}"}
+  weights.save(out, variables, meta)
+  return meta
+
+
+flags.DEFINE_string("torch", None, "PyTorch checkpoint (.pth/.pt/.tar).")
+flags.DEFINE_string("out", None, "Output model directory (must not hold a model already).")
+flags.DEFINE_list("class_names", list(classes.RAF_DB),
+                  "Class names in the model's output order (default: RAF-DB basic order).")
+flags.DEFINE_integer("image_size", 224, "Eval input size recorded with the model.")
+flags.DEFINE_list("mean", [str(v) for v in pipeline.IMAGENET_MEAN], "Eval RGB mean on [0, 1].")
+flags.DEFINE_list("std", [str(v) for v in pipeline.IMAGENET_STD], "Eval RGB std on [0, 1].")
+
+
+def main(argv):
+  del argv
+  f = flags.FLAGS
+  meta = convert(f.torch, f.out, tuple(f.class_names), f.image_size,
+                 tuple(map(float, f.mean)), tuple(map(float, f.std)))
+  print(f"wrote {f.out}: {meta['arch']} width {meta['width']}, "
+        f"{'with' if meta['has_head'] else 'without'} a {meta['num_classes']}-way head")
+
+
+if __name__ == "__main__":
+  flags.mark_flags_as_required(["torch", "out"])
+  app.run(main)

@@ -1,0 +1,1 @@
+"""Datasets (`fer_jax.data.<name>` modules), augmentation ops and the grain pipeline."""

@@ -1,0 +1,102 @@
+"""grain input pipelines (host) and the on-device half of preprocessing.
+
+Train: source -> this process's shard -> seeded shuffle, reshuffled every epoch -> random_map
+(the config's host ops) -> batch -> threads (and optionally worker processes). The iterator's
+state is a small JSON dict that checkpoints save, so a resumed run sees exactly the batches
+it would have seen.
+
+Eval: the split in order, padded to whole batches, with `_mask` marking real examples, so each
+test image counts exactly once.
+"""
+
+import grain
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from fer_jax.data import augment
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class _HostOps(grain.transforms.RandomMap):
+  """Picklable wrapper so worker processes can rebuild the ops from their string."""
+
+  def __init__(self, spec):
+    self.spec = spec
+    self._fn = augment.parse(spec)
+
+  def __getstate__(self):
+    return {"spec": self.spec}
+
+  def __setstate__(self, state):
+    self.__init__(state["spec"])
+
+  def random_map(self, element, rng):
+    return self._fn(element, rng)
+
+
+def train_dataset(source, ops, *, batch_size, seed, num_threads=8, num_workers=0):
+  """The infinite, resumable train stream of this process's local batches.
+
+  Args:
+    source: a random-access source of records.
+    ops: host pipeline string (see `augment`).
+    batch_size: the per-process batch size.
+    seed: shuffle and augmentation seed.
+    num_threads: reader threads in this process (PIL releases the GIL).
+    num_workers: extra worker processes; 0 keeps everything in-process, which is faster on
+      machines with few cores (docs/design.md).
+
+  Returns:
+    A grain IterDataset; `iter()` it and use get_state/set_state to checkpoint it.
+  """
+  ds = grain.MapDataset.source(source)
+  ds = ds[jax.process_index() :: jax.process_count()]
+  ds = ds.seed(seed).shuffle().repeat()  # repeat after shuffle: a new order every epoch
+  ds = ds.random_map(_HostOps(ops))
+  ds = ds.batch(batch_size, drop_remainder=True)
+  it = ds.to_iter_dataset(grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=2 * batch_size))
+  if num_workers > 0:
+    it = it.mp_prefetch(grain.MultiprocessingOptions(num_workers=num_workers))
+  return it
+
+
+def eval_batches(source, ops, global_batch_size):
+  """Yields this process's part of each padded global eval batch, with a `_mask` field."""
+  apply = augment.parse(ops)
+  ds = grain.MapDataset.source(source).map(lambda ex: apply(ex, None))
+  n, local = len(ds), global_batch_size // jax.process_count()
+  lo = jax.process_index() * local
+  for start in range(0, n, global_batch_size):
+    rows = [min(i, n - 1) for i in range(start + lo, start + lo + local)]
+    examples = [ds[i] for i in rows]
+    batch = {k: np.stack([ex[k] for ex in examples]) for k in examples[0]}
+    batch["_mask"] = np.array([start + lo + j < n for j in range(local)])
+    yield batch
+
+
+def to_device(batch, sharding):
+  """Assembles the global batch from every process's local rows, sharded over the mesh."""
+  return jax.tree.map(lambda x: jax.make_array_from_process_local_data(sharding, x), batch)
+
+
+def to_model_input(batch, mean=IMAGENET_MEAN, std=IMAGENET_STD, dtype=jnp.float32):
+  """On device: uint8 images -> normalised floats; erase boxes -> 0 (after Normalize).
+
+  Every key `image*` is converted; its `<key>_erase` box, if present, is zeroed.
+  """
+  out = dict(batch)
+  for key, images in batch.items():
+    if not key.startswith("image") or key.endswith("_erase"):
+      continue
+    x = (images.astype(jnp.float32) / 255.0 - jnp.asarray(mean)) / jnp.asarray(std)
+    if f"{key}_erase" in batch:
+      top, left, h, w = (batch[f"{key}_erase"][:, i, None, None] for i in range(4))
+      rows = jnp.arange(x.shape[1])[None, :, None]
+      cols = jnp.arange(x.shape[2])[None, None, :]
+      inside = (rows >= top) & (rows < top + h) & (cols >= left) & (cols < left + w)
+      x = jnp.where(inside[..., None], 0.0, x)
+    out[key] = x.astype(dtype)
+  return out

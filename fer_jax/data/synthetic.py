@@ -1,0 +1,216 @@
+"""A synthetic facial-expression dataset, drawn deterministically from a seed.
+
+Faces with the 7 basic expressions in RAF-DB class order, varied identity (face shape, skin,
+hair, feature spacing), pose (roll, shift, scale), lighting, blur and occlusion. Expressions
+are prototypes scaled by a random intensity plus per-feature jitter, so the confusions of real
+data appear: fear vs surprise (raised brows, open eyes and mouth), sadness vs neutral (weak
+sadness is nearly neutral) and disgust vs anger (lowered brows, narrowed eyes). Every image
+comes with the 19 AFLW-style landmarks of ../shared/specs/lanet.md §6, in pixels.
+
+Image `i` depends only on (seed, i), so the train/test split is fixed.
+"""
+
+import math
+import pathlib
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFilter
+
+from fer_jax.data import classes
+
+CLASS_NAMES = classes.RAF_DB
+NUM_LANDMARKS = 19
+# AFLW-19 points that swap under a horizontal flip (brows, eyes, nose alae, mouth corners).
+FLIP_PERMUTATION = (5, 4, 3, 2, 1, 0, 11, 10, 9, 8, 7, 6, 14, 13, 12, 17, 16, 15, 18)
+
+# Feature deltas from neutral: brow_raise, brow_inner, eye_open, mouth_open, mouth_curve,
+# mouth_width, nose_wrinkle.
+_PROTOTYPES = np.array(
+  [
+    [1.0, 0.2, 0.8, 1.0, 0.0, -0.3, 0.0],  # surprise
+    [0.7, 0.8, 0.7, 0.5, -0.3, 0.5, 0.0],  # fear
+    [-0.5, -0.3, -0.4, 0.1, -0.5, 0.0, 1.0],  # disgust
+    [0.1, 0.0, -0.3, 0.4, 1.0, 0.5, 0.0],  # happiness
+    [0.0, 0.8, -0.3, 0.0, -0.7, -0.1, 0.0],  # sadness
+    [-0.8, -1.0, -0.2, 0.1, -0.4, -0.2, 0.3],  # anger
+    [0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0],  # neutral
+  ],
+  np.float32,
+)
+# RAF-DB train counts per class (eac.md §4); the synthetic set uses their square roots, so it is
+# imbalanced like RAF-DB (happiness most, fear least) but every class has enough examples.
+_RAF_TRAIN_COUNTS = np.array([1290, 281, 717, 4772, 1982, 705, 2524])
+_CANVAS = 128  # drawn at 128 px, then downsampled with antialiasing
+
+
+def class_counts(num_examples):
+  """Per-class example counts for a split of `num_examples` images (sums exactly)."""
+  weights = np.sqrt(_RAF_TRAIN_COUNTS)
+  counts = np.floor(weights / weights.sum() * num_examples).astype(int)
+  counts[np.argsort(-weights)[: num_examples - counts.sum()]] += 1
+  return counts
+
+
+def split_labels(num_examples, seed):
+  """The label of every image of a split, in a seeded random order."""
+  labels = np.repeat(np.arange(len(CLASS_NAMES)), class_counts(num_examples))
+  return np.random.default_rng(seed).permutation(labels).astype(np.int32)
+
+
+def _curve(draw, p0, p1, p2, fill, width, steps=12):
+  """Quadratic Bezier from p0 to p2 bent towards p1."""
+  ts = np.linspace(0.0, 1.0, steps)[:, None]
+  pts = (1 - ts) ** 2 * np.array(p0) + 2 * ts * (1 - ts) * np.array(p1) + ts**2 * np.array(p2)
+  draw.line([tuple(p) for p in pts], fill=fill, width=width, joint="curve")
+  return pts
+
+
+def draw_face(label, rng, size=64):
+  """Draws one face with expression `label`.
+
+  Args:
+    label: class index in CLASS_NAMES order.
+    rng: np.random.Generator; the only source of randomness.
+    size: output side in pixels.
+
+  Returns:
+    (image uint8 (size, size, 3), landmarks float32 (19, 2) as (x, y) pixels).
+  """
+  c = _CANVAS
+  intensity = rng.uniform(0.35, 1.0)
+  e = _PROTOTYPES[label] * intensity + rng.normal(0.0, 0.15, 7)
+  brow_raise, brow_inner, eye_open, mouth_open, curve, mouth_w, wrinkle = e
+
+  background = tuple(int(v) for v in rng.integers(40, 220, 3))
+  skin = np.array([rng.uniform(120, 245), 0, 0])
+  skin[1] = skin[0] * rng.uniform(0.7, 0.9)
+  skin[2] = skin[1] * rng.uniform(0.7, 0.95)
+  skin = tuple(int(v) for v in skin)
+  dark = tuple(int(v * 0.35) for v in skin)
+  img = Image.new("RGB", (c, c), background)
+  d = ImageDraw.Draw(img)
+
+  cx, cy = c / 2 + rng.normal(0, 2), c / 2 + rng.normal(0, 2)
+  fw, fh = rng.uniform(0.30, 0.38) * c, rng.uniform(0.40, 0.47) * c
+  if rng.random() < 0.6:  # hair
+    hair = tuple(int(v) for v in rng.integers(10, 120, 3))
+    d.ellipse([cx - fw * 1.08, cy - fh * 1.1, cx + fw * 1.08, cy + fh * 0.3], fill=hair)
+  d.ellipse([cx - fw, cy - fh, cx + fw, cy + fh], fill=skin)
+
+  eye_dx, eye_y = fw * rng.uniform(0.38, 0.48), cy - fh * rng.uniform(0.12, 0.22)
+  eye_w = fw * rng.uniform(0.2, 0.26)
+  eye_h = max(0.8, eye_w * 0.45 * (1.0 + 0.6 * eye_open))
+  brow_y = eye_y - eye_h - fh * (0.12 + 0.08 * brow_raise)
+  marks = []
+  for side in (-1, 1):  # image-left face half first, as AFLW orders points
+    ex = cx + side * eye_dx
+    outer, inner = ex + side * eye_w * 1.3, ex - side * eye_w * 1.1
+    inner_y = brow_y - fh * 0.07 * brow_inner
+    mid = (ex, brow_y - fh * 0.04)
+    _curve(d, (outer, brow_y + fh * 0.02), mid, (inner, inner_y), dark, 4)
+    brow = [(outer, brow_y + fh * 0.02), mid, (inner, inner_y)]
+    d.ellipse([ex - eye_w, eye_y - eye_h, ex + eye_w, eye_y + eye_h], fill=(245, 245, 245))
+    pupil = min(eye_h, eye_w * 0.5)
+    d.ellipse([ex - pupil, eye_y - pupil, ex + pupil, eye_y + pupil], fill=(30, 20, 20))
+    eye = [(ex + side * eye_w, eye_y), (ex, eye_y), (ex - side * eye_w, eye_y)]
+    marks.append((brow if side < 0 else brow[::-1], eye if side < 0 else eye[::-1]))
+
+  nose_y = cy + fh * rng.uniform(0.12, 0.2)
+  ala = fw * 0.18
+  d.line([(cx, eye_y), (cx, nose_y)], fill=dark, width=2)
+  d.line([(cx - ala, nose_y), (cx + ala, nose_y)], fill=dark, width=3)
+  if wrinkle > 0.3:  # disgust raises the upper lip and wrinkles the nose
+    for side in (-1, 1):
+      d.line([(cx + side * ala * 1.3, nose_y - fh * 0.12), (cx + side * ala * 2, nose_y)],
+             fill=dark, width=2)
+  mouth_y = cy + fh * (rng.uniform(0.45, 0.55) - 0.05 * max(wrinkle, 0))
+  mw = fw * (0.42 + 0.12 * mouth_w)
+  corner_y = mouth_y - fh * 0.12 * curve
+  opening = fh * 0.3 * max(mouth_open, 0)
+  lips = (150, 50, 60)
+  upper = _curve(d, (cx - mw, corner_y), (cx, mouth_y - opening * 0.3 + fh * 0.08 * curve),
+                 (cx + mw, corner_y), lips, 3)
+  if opening > 1:
+    lower_mid = (cx, mouth_y + opening + fh * 0.08 * curve)
+    lower = _curve(d, (cx + mw, corner_y), lower_mid, (cx - mw, corner_y), lips, 3)
+    d.polygon([tuple(p) for p in np.concatenate([upper, lower])], fill=(60, 10, 20), outline=lips)
+  mouth_centre = (cx, float(upper[len(upper) // 2][1]) + opening / 2)
+  (lb, le), (rb, re) = marks
+  points = lb + rb + le + re
+  points += [(cx - ala, nose_y), (cx, nose_y - 2), (cx + ala, nose_y)]
+  points += [(cx - mw, corner_y), mouth_centre, (cx + mw, corner_y), (cx, cy + fh)]
+  landmarks = np.array(points, np.float32)
+
+  # Pose: roll about the face centre, then shift and scale, applied to pixels and landmarks.
+  angle = rng.uniform(-15, 15)
+  scale = rng.uniform(0.9, 1.1)
+  shift = rng.normal(0, 3, 2)
+  a = math.radians(angle)
+  # Output pixel p samples input at A @ (p - centre - shift) / scale + centre.
+  cos, sin = math.cos(a), math.sin(a)
+  inv = np.array([[cos, sin], [-sin, cos]]) / scale
+  offset = np.array([cx, cy]) - inv @ (np.array([cx, cy]) + shift)
+  img = img.transform((c, c), Image.Transform.AFFINE, (*inv[0], offset[0], *inv[1], offset[1]),
+                      resample=Image.Resampling.BILINEAR, fillcolor=background)
+  landmarks = (landmarks - offset) @ np.linalg.inv(inv).T
+
+  if rng.random() < 0.2:  # occlusion: a hand, a microphone, a scarf
+    d = ImageDraw.Draw(img)
+    ox, oy = rng.uniform(0.1, 0.9, 2) * c
+    ow, oh = rng.uniform(0.1, 0.3, 2) * c
+    d.rectangle([ox - ow / 2, oy - oh / 2, ox + ow / 2, oy + oh / 2],
+                fill=tuple(int(v) for v in rng.integers(0, 255, 3)))
+  if rng.random() < 0.5:
+    img = img.filter(ImageFilter.GaussianBlur(rng.uniform(0.3, 2.0)))
+  img = img.resize((size, size), Image.Resampling.LANCZOS)
+
+  pixels = np.asarray(img, np.float32)
+  grad = rng.normal(0, 1, 2)
+  yy, xx = np.mgrid[0:size, 0:size] / size - 0.5
+  light = rng.uniform(0.6, 1.2) * (1 + 0.5 * (grad[0] * xx + grad[1] * yy) / np.hypot(*grad))
+  pixels = pixels * light[..., None] + rng.normal(0, 4, pixels.shape)
+  image = np.clip(pixels, 0, 255).astype(np.uint8)
+  return image, (landmarks * size / c).astype(np.float32)
+
+
+def generate(num_examples, seed, size=64, offset=0):
+  """Draws a split: images (N, size, size, 3) uint8, labels (N,), landmarks (N, 19, 2)."""
+  labels = split_labels(num_examples, seed)
+  images = np.empty((num_examples, size, size, 3), np.uint8)
+  landmarks = np.empty((num_examples, NUM_LANDMARKS, 2), np.float32)
+  for i, label in enumerate(labels):
+    images[i], landmarks[i] = draw_face(label, np.random.default_rng([seed, offset + i]), size)
+  return images, labels, landmarks
+
+
+def load(dataset_config):
+  """The synthetic dataset as a `sources.Dataset`, cached as .npz under `cache_dir`.
+
+  Fields of `dataset_config`: num_train, num_test, image_size, seed, cache_dir.
+  """
+  from fer_jax.data import sources
+
+  c = dataset_config
+  cache = pathlib.Path(c.cache_dir).expanduser() / (
+    f"synthetic-v1-s{c.seed}-n{c.num_train}-{c.num_test}-px{c.image_size}.npz"
+  )
+  if cache.exists():
+    arrays = dict(np.load(cache))
+  else:
+    arrays = {}
+    # The test split draws from a disjoint index range of the same seed: a fixed split.
+    for split, n, offset in (("train", c.num_train, 0), ("test", c.num_test, 10**7)):
+      images, labels, landmarks = generate(n, [c.seed, offset], c.image_size, offset)
+      arrays.update({f"{split}_images": images, f"{split}_labels": labels,
+                     f"{split}_landmarks": landmarks})
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    tmp = cache.with_suffix(".tmp.npz")
+    np.savez(tmp, **arrays)
+    tmp.replace(cache)  # atomic: a concurrent reader never sees half a file
+
+  def split(name):
+    return sources.ArraySource(
+      arrays[f"{name}_images"], arrays[f"{name}_labels"], arrays[f"{name}_landmarks"]
+    )
+
+  return sources.Dataset("synthetic", CLASS_NAMES, split("train"), split("test"))

@@ -1,0 +1,42 @@
+r"""Command line: train and evaluate one config.
+
+  python -m fer_jax.main --config configs/baseline.py:synthetic --workdir runs/baseline \
+      [--config.num_epochs=20 ...] [--distributed]
+
+Re-running the same command in the same workdir resumes from the latest checkpoint.
+"""
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and results.")
+flags.DEFINE_bool("distributed", False,
+                  "Call jax.distributed.initialize() first (multi-host: one process per host).")
+config_flags.DEFINE_config_file("config", None, "Config file, e.g. configs/baseline.py:synthetic.",
+                                lock_config=True)
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+class _QuietLibraries:
+  """Drops the INFO chatter of orbax (several lines per checkpoint); warnings still show."""
+
+  def filter(self, record):
+    return record.levelno > 20 or "/orbax/" not in record.pathname
+
+
+def main(argv):
+  del argv
+  logging.get_absl_handler().addFilter(_QuietLibraries())
+  import jax
+
+  if flags.FLAGS.distributed:
+    jax.distributed.initialize()
+  from fer_jax import train
+
+  logging.info("JAX devices: %s (process %d of %d)", jax.devices(), jax.process_index(),
+               jax.process_count())
+  train.train_and_evaluate(flags.FLAGS.config, flags.FLAGS.workdir)
+
+
+if __name__ == "__main__":
+  app.run(main)

@@ -1,0 +1,27 @@
+"""Plain cross-entropy on the given (possibly noisy) labels: the baseline."""
+
+import optax
+
+from fer_jax.models import resnet
+
+
+def build_model(config):
+  m = config.model
+  return resnet.Classifier(m.arch, m.num_classes, m.width, config.dtype)
+
+
+def loss_fn(params, state, batch, rng, *, model, config):
+  del rng, config
+  (logits, _), mutated = model.apply(
+    {"params": params, "batch_stats": state.batch_stats},
+    batch["image"],
+    train=True,
+    mutable=["batch_stats"],
+  )
+  loss = optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"]).mean()
+  return loss, {
+    "batch_stats": mutated["batch_stats"],
+    "extra": state.extra,
+    "metrics": {"ce": loss},
+    "logits": logits,
+  }

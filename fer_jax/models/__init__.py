@@ -1,0 +1,1 @@
+"""Flax backbones (torchvision layout) and the heads methods put on them."""

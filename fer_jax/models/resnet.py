@@ -1,0 +1,159 @@
+"""ResNet-18/-50 in torchvision layout, NHWC, with PyTorch padding and BatchNorm.
+
+Parameter names mirror torchvision's state_dict so conversion is a rename:
+`layer2.0.downsample.1.weight` -> `layer2_0/downsample_1/scale`.
+"""
+
+import functools
+from collections.abc import Sequence
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+# torchvision initialises convs with kaiming_normal(mode='fan_out', relu).
+_conv_init = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
+
+
+def _conv(features, kernel, stride, name, dtype):
+  pad = kernel // 2  # PyTorch pads symmetrically; Flax 'SAME' would pad (2, 3) on strided 7x7.
+  return nn.Conv(
+    features,
+    (kernel, kernel),
+    (stride, stride),
+    padding=((pad, pad), (pad, pad)),
+    use_bias=False,
+    kernel_init=_conv_init,
+    dtype=dtype,
+    name=name,
+  )
+
+
+def _norm(train, name, dtype):
+  # PyTorch BN momentum 0.1 updates running = 0.9 * running + 0.1 * batch, i.e. Flax momentum 0.9.
+  return nn.BatchNorm(
+    use_running_average=not train, momentum=0.9, epsilon=1e-5, dtype=dtype, name=name
+  )
+
+
+class BasicBlock(nn.Module):
+  """Two 3x3 convs; the stride sits on the first."""
+
+  features: int
+  stride: int
+  dtype: Any = jnp.float32
+  expansion = 1
+
+  @nn.compact
+  def __call__(self, x, train):
+    y = _conv(self.features, 3, self.stride, "conv1", self.dtype)(x)
+    y = nn.relu(_norm(train, "bn1", self.dtype)(y))
+    y = _conv(self.features, 3, 1, "conv2", self.dtype)(y)
+    y = _norm(train, "bn2", self.dtype)(y)
+    return nn.relu(y + _shortcut(self, x, train))
+
+
+class Bottleneck(nn.Module):
+  """1x1 -> 3x3 -> 1x1 (x4); torchvision v1.5 puts the stride on the 3x3."""
+
+  features: int
+  stride: int
+  dtype: Any = jnp.float32
+  expansion = 4
+
+  @nn.compact
+  def __call__(self, x, train):
+    y = _conv(self.features, 1, 1, "conv1", self.dtype)(x)
+    y = nn.relu(_norm(train, "bn1", self.dtype)(y))
+    y = _conv(self.features, 3, self.stride, "conv2", self.dtype)(y)
+    y = nn.relu(_norm(train, "bn2", self.dtype)(y))
+    y = _conv(self.features * 4, 1, 1, "conv3", self.dtype)(y)
+    y = _norm(train, "bn3", self.dtype)(y)
+    return nn.relu(y + _shortcut(self, x, train))
+
+
+def _shortcut(block, x, train):
+  out = block.features * block.expansion
+  if block.stride == 1 and x.shape[-1] == out:
+    return x
+  y = _conv(out, 1, block.stride, "downsample_0", block.dtype)(x)
+  return _norm(train, "downsample_1", block.dtype)(y)
+
+
+class ResNet(nn.Module):
+  """ResNet trunk without its classifier.
+
+  Returns a dict of named features: `stage1`..`stage4` (NHWC maps) and `pre_logits` (the
+  globally average-pooled `stage4`, shape (N, C)).
+  """
+
+  stage_sizes: Sequence[int]
+  block: type[nn.Module]
+  width: int = 64
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, train: bool = False):
+    x = x.astype(self.dtype)
+    x = _conv(self.width, 7, 2, "conv1", self.dtype)(x)
+    x = nn.relu(_norm(train, "bn1", self.dtype)(x))
+    # torchvision's MaxPool2d(3, 2, padding=1) pads with -inf, as reduce_window does here.
+    x = nn.max_pool(x, (3, 3), (2, 2), padding=((1, 1), (1, 1)))
+    feats = {}
+    for i, blocks in enumerate(self.stage_sizes):
+      for j in range(blocks):
+        stride = 2 if i > 0 and j == 0 else 1
+        x = self.block(self.width * 2**i, stride, self.dtype, name=f"layer{i + 1}_{j}")(x, train)
+      feats[f"stage{i + 1}"] = x
+    feats["pre_logits"] = jnp.mean(x.astype(jnp.float32), axis=(1, 2))
+    return feats
+
+
+ARCHS = {
+  "resnet18": functools.partial(ResNet, stage_sizes=(2, 2, 2, 2), block=BasicBlock),
+  "resnet50": functools.partial(ResNet, stage_sizes=(3, 4, 6, 3), block=Bottleneck),
+}
+
+
+class TorchDense(nn.Module):
+  """nn.Dense with PyTorch's default initialisation for kernel and bias."""
+
+  features: int
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x):
+    fan_in = x.shape[-1]
+    bound = 1.0 / fan_in**0.5
+
+    def uniform(key, shape, dtype=jnp.float32):
+      return jax.random.uniform(key, shape, dtype, -bound, bound)
+
+    kernel = self.param("kernel", uniform, (fan_in, self.features))
+    bias = self.param("bias", uniform, (self.features,))
+    y = jnp.dot(x.astype(self.dtype), kernel.astype(self.dtype))
+    return (y + bias.astype(self.dtype)).astype(jnp.float32)
+
+
+class Classifier(nn.Module):
+  """Backbone + one linear head: the model of the CE baseline and of most methods.
+
+  Returns `(logits, features)` where `features` is the backbone's dict.
+  """
+
+  arch: str
+  num_classes: int
+  width: int = 64
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, train: bool = False):
+    feats = build_backbone(self.arch, self.width, self.dtype, name="backbone")(x, train)
+    return TorchDense(self.num_classes, self.dtype, name="head")(feats["pre_logits"]), feats
+
+
+def build_backbone(arch, width=64, dtype=jnp.float32, name=None):
+  if arch not in ARCHS:
+    raise ValueError(f"config.model.arch={arch!r}: expected one of {sorted(ARCHS)}")
+  return ARCHS[arch](width=width, dtype=dtype, name=name)

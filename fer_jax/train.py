@@ -1,0 +1,256 @@
+"""The training loop: one jitted pure step, data-parallel over every device, orbax resume.
+
+Data parallelism is `jax.jit` over a 1-D mesh ("data",): batches are sharded along their
+first axis, the state is replicated. Under jit the batch is one global array, so BatchNorm
+statistics are computed over the global batch with no collective in the model.
+"""
+
+import functools
+import importlib
+import json
+import logging
+import math
+import pathlib
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import tqdm
+from clu import parameter_overview
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
+
+from fer_jax import checkpoint, optim, writers
+from fer_jax.data import pipeline, sources
+from fer_jax.models import weights
+from fer_jax.state import TrainState
+
+# Fields that may change when a run resumes; any other change needs a new workdir.
+_RESUMABLE_CHANGES = (
+  "num_epochs", "progress_bar", "log_every_steps", "checkpoint_every_steps", "keep_checkpoints",
+  "input.num_threads", "input.num_workers",
+)
+
+
+def get_method(config):
+  return importlib.import_module(f"fer_jax.methods.{config.method}")
+
+
+def create_mesh():
+  return jax.make_mesh((jax.device_count(),), ("data",), axis_types=(jax.sharding.AxisType.Auto,))
+
+
+def train_step(state, batch, rng, *, model, tx, method, config, lr_fn):
+  """One optimisation step: `(state, batch, rng) -> (state, metrics)`, pure."""
+  rng = jax.random.fold_in(rng, state.step)
+  batch = pipeline.to_model_input(batch, dtype=jnp.dtype(config.dtype))
+  grad_fn = jax.value_and_grad(method.loss_fn, has_aux=True)
+  (loss, aux), grads = grad_fn(state.params, state, batch, rng, model=model, config=config)
+  updates, opt_state = tx.update(grads, state.opt_state, state.params)
+  new_state = state.replace(
+    step=state.step + 1,
+    params=optax.apply_updates(state.params, updates),
+    opt_state=opt_state,
+    batch_stats=aux["batch_stats"],
+    extra=aux["extra"],
+  )
+  if hasattr(method, "after_update"):
+    new_state = method.after_update(new_state, config)
+  metrics = {
+    "loss": loss,
+    "accuracy": jnp.mean(jnp.argmax(aux["logits"], -1) == batch["label"]),
+    "lr": lr_fn(state.step),
+    "grad_norm": optax.global_norm(grads),
+    "param_norm": optax.global_norm(state.params),
+    **aux["metrics"],
+  }
+  return new_state, metrics
+
+
+def eval_step(state, batch, *, model, num_classes, dtype):
+  """Confusion-matrix counts and summed CE of the real (unmasked) examples of a batch."""
+  x = pipeline.to_model_input(batch, dtype=dtype)["image"]
+  logits, _ = model.apply(state.variables(), x, train=False)
+  mask = batch["_mask"].astype(jnp.int32)
+  confusion = jnp.zeros((num_classes, num_classes), jnp.int32)
+  confusion = confusion.at[batch["label"], jnp.argmax(logits, -1)].add(mask)
+  ce = optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"])
+  return confusion, jnp.sum(ce * mask)
+
+
+def evaluate(eval_fn, state, source, config, sharding):
+  """Returns (confusion matrix, mean CE) over every example of `source`."""
+  confusion, loss_sum = 0, 0.0
+  for batch in pipeline.eval_batches(source, config.input.eval_ops, config.eval_batch_size):
+    c, loss = eval_fn(state, pipeline.to_device(batch, sharding))
+    confusion, loss_sum = confusion + c, loss_sum + loss
+  return np.asarray(jax.device_get(confusion)), float(loss_sum) / len(source)
+
+
+def create_state(config, model, tx, method, num_train, rng, replicated):
+  """Initialises (or loads `config.init_from` into) a replicated TrainState."""
+  init_rng, extra_rng = jax.random.split(rng)
+  size = config.input.image_size
+  dummy = jnp.zeros((1, size, size, 3), jnp.dtype(config.dtype))
+  variables = jax.jit(functools.partial(model.init, train=False))(init_rng, dummy)
+  if config.init_from:
+    loaded, meta = weights.load(config.init_from)
+    variables = weights.merge(variables, loaded, source=config.init_from)
+    logging.info("Initialised from %s (%s)", config.init_from, meta.get("source", ""))
+  init_extra = getattr(method, "init_extra", lambda *_: {})
+  state = TrainState(
+    step=jnp.array(0, jnp.int32),
+    params=variables["params"],
+    batch_stats=variables.get("batch_stats", {}),
+    opt_state=tx.init(variables["params"]),
+    extra=init_extra(config, num_train, extra_rng),
+  )
+  return jax.device_put(state, replicated)
+
+
+def _check_config(workdir, config):
+  """Writes config.json; on resume, refuses a changed config (it would silently mix runs)."""
+  path = pathlib.Path(workdir) / "config.json"
+  new = json.loads(config.to_json_best_effort())
+  if path.exists():
+    old = json.loads(path.read_text())
+    flat = lambda d, p="": (  # noqa: E731
+      {k2: v2 for k, v in d.items() for k2, v2 in flat(v, f"{p}{k}.").items()}
+      if isinstance(d, dict) else {p[:-1]: d}
+    )
+    changed = sorted(
+      k for k in set(flat(old)) | set(flat(new))
+      if flat(old).get(k) != flat(new).get(k) and k not in _RESUMABLE_CHANGES
+    )
+    if changed:
+      raise ValueError(
+        f"{path}: this workdir holds a run with a different config (fields {changed}); "
+        "use a new --workdir, or the same config to resume"
+      )
+  if jax.process_index() == 0:
+    path.write_text(json.dumps(new, indent=2) + "\n")
+
+
+def train_and_evaluate(config, workdir):
+  """Trains `config` in `workdir`, resuming from its latest checkpoint if there is one.
+
+  Writes to workdir: config.json, checkpoints/, metrics.jsonl, tensorboard/, and at the end
+  summary.json, confusion_matrix.png and model/ (the exported model for predict).
+
+  Returns:
+    The summary dict (also written to summary.json).
+  """
+  workdir = pathlib.Path(workdir)
+  workdir.mkdir(parents=True, exist_ok=True)
+  _check_config(workdir, config)
+  n_dev, n_proc = jax.device_count(), jax.process_count()
+  if config.batch_size % n_dev or config.eval_batch_size % n_dev:
+    raise ValueError(
+      f"config.batch_size={config.batch_size} and config.eval_batch_size="
+      f"{config.eval_batch_size} must be multiples of the device count {n_dev}"
+    )
+  dataset = sources.load(config.dataset)
+  for split in ("train", "test"):
+    logging.info("%s %s: %d examples, per class %s", dataset.name, split,
+                 len(getattr(dataset, split)),
+                 dict(zip(dataset.class_names, dataset.class_counts(split).tolist())))
+  if len(dataset.class_names) != config.model.num_classes:
+    raise ValueError(f"config.model.num_classes={config.model.num_classes} but dataset "
+                     f"{dataset.name!r} has {len(dataset.class_names)} classes")
+
+  mesh = create_mesh()
+  replicated, data_sharding = NamedSharding(mesh, P()), NamedSharding(mesh, P("data"))
+  method = get_method(config)
+  model = method.build_model(config)
+  num_train = len(dataset.train)
+  steps_per_epoch = math.ceil(num_train / config.batch_size)
+  total_steps = steps_per_epoch * config.num_epochs
+  tx, lr_fns = optim.make(config.optimizer, steps_per_epoch, total_steps)
+  rng, init_rng = jax.random.split(jax.random.key(config.seed))
+  state = create_state(config, model, tx, method, num_train, init_rng, replicated)
+  parameter_overview.log_parameter_overview(jax.device_get(state.params))
+
+  train_ds = pipeline.train_dataset(
+    dataset.train, config.input.train_ops, batch_size=config.batch_size // n_proc,
+    seed=config.seed, num_threads=config.input.num_threads,
+    num_workers=config.input.num_workers,
+  )
+  train_iter = iter(train_ds)
+  ckpt = checkpoint.Checkpointer((workdir / "checkpoints").absolute(), config.keep_checkpoints)
+  meta = {"history": [], "confusion": None}
+  restored = ckpt.restore(state, rng)
+  if restored is not None:
+    state, rng, data_state, meta = restored
+    train_iter.set_state(data_state)
+    logging.info("Resumed from %s at step %d", workdir / "checkpoints", int(state.step))
+
+  p_train_step = jax.jit(
+    functools.partial(train_step, model=model, tx=tx, method=method, config=config,
+                      lr_fn=lr_fns["default"]),
+    donate_argnums=0, out_shardings=(replicated, replicated),
+  )
+  p_eval_step = jax.jit(functools.partial(eval_step, model=model,
+                                          num_classes=config.model.num_classes,
+                                          dtype=jnp.dtype(config.dtype)))
+  writer = writers.MetricWriter(workdir)
+  step = int(state.step)
+  pending = []
+  bar = tqdm.tqdm(total=total_steps, initial=step, unit="step", dynamic_ncols=True,
+                  disable=not config.progress_bar or jax.process_index() != 0)
+  while step < total_steps:
+    batch = pipeline.to_device(next(train_iter), data_sharding)
+    state, metrics = p_train_step(state, batch, rng)
+    pending.append(metrics)
+    step += 1
+    bar.update()
+    epoch_end = step % steps_per_epoch == 0
+    if step % config.log_every_steps == 0 or epoch_end:
+      means = {f"train_{k}": np.mean(v) for k, v in jax.device_get(
+        jax.tree.map(lambda *xs: jnp.stack(xs), *pending)).items()}
+      pending = []
+      if not np.isfinite(means["train_loss"]):
+        raise FloatingPointError(f"non-finite training loss at step {step}: {means}")
+      writer.write_scalars(step, means)
+      bar.set_postfix(loss=f"{means['train_loss']:.3f}")
+    if epoch_end:
+      confusion, eval_loss = evaluate(p_eval_step, state, dataset.test, config, data_sharding)
+      report = writers.classification_report(confusion)
+      epoch = step // steps_per_epoch
+      meta["history"].append({"epoch": epoch, "step": step, "accuracy": report["accuracy"],
+                              "mean_class_accuracy": report["mean_class_accuracy"],
+                              "loss": eval_loss})
+      meta["confusion"] = confusion.tolist()
+      writer.write_scalars(step, {"epoch": epoch, "eval_accuracy": report["accuracy"],
+                                  "eval_mean_class_accuracy": report["mean_class_accuracy"],
+                                  "eval_loss": eval_loss})
+      bar.set_postfix(loss=bar.postfix, acc=f"{report['accuracy']:.4f}")
+    if epoch_end or step % config.checkpoint_every_steps == 0:
+      ckpt.save(step, state, rng, train_iter.get_state(), meta)
+  bar.close()
+  writer.close()
+  ckpt.close()
+  return _finish(workdir, config, dataset, state, meta)
+
+
+def _finish(workdir, config, dataset, state, meta):
+  summary = writers.summarize(meta["history"], dataset.class_names, meta["confusion"])
+  if jax.process_index() == 0:
+    (workdir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    writers.plot_confusion(meta["confusion"], dataset.class_names,
+                           workdir / "confusion_matrix.png",
+                           f"{config.method}: accuracy {summary['final_accuracy']:.4f}")
+    if (workdir / "model" / weights.META).exists():
+      logging.info("%s already exists; not overwritten", workdir / "model")
+    else:
+      weights.save(workdir / "model", jax.device_get(state.variables()), {
+        "arch": config.model.arch, "width": config.model.width,
+        "num_classes": config.model.num_classes, "class_names": list(dataset.class_names),
+        "image_size": config.input.image_size, "mean": list(pipeline.IMAGENET_MEAN),
+        "std": list(pipeline.IMAGENET_STD), "has_head": True,
+        "source": f"trained: {workdir.absolute()}",
+      })
+  logging.info("final accuracy %.4f, best %.4f (epoch %d), mean of last 5 %.4f",
+               summary["final_accuracy"], summary["best_accuracy"], summary["best_epoch"],
+               summary["mean_last5_accuracy"])
+  return summary
