@@ -42,8 +42,6 @@ class _Unpickler(pickle.Unpickler):
       return _rebuild_parameter
     if module == "torch" and name in _STORAGE_DTYPES:
       return _STORAGE_DTYPES[name]
-    if module == "collections" and name == "OrderedDict":
-      return dict
     if module.startswith("torch"):
       raise pickle.UnpicklingError(f"unsupported torch object {module}.{name}")
     return super().find_class(module, name)

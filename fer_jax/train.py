@@ -37,8 +37,11 @@ def get_method(config):
   return importlib.import_module(f"fer_jax.methods.{config.method}")
 
 
-def create_mesh():
-  return jax.make_mesh((jax.device_count(),), ("data",), axis_types=(jax.sharding.AxisType.Auto,))
+def create_mesh(devices=None):
+  """A 1-D ("data",) mesh over `devices` (default: every device of every process)."""
+  devices = jax.devices() if devices is None else devices
+  return jax.sharding.Mesh(np.array(devices), ("data",),
+                           axis_types=(jax.sharding.AxisType.Auto,))
 
 
 def train_step(state, batch, rng, *, model, tx, method, config, lr_fn):
@@ -61,8 +64,8 @@ def train_step(state, batch, rng, *, model, tx, method, config, lr_fn):
     "loss": loss,
     "accuracy": jnp.mean(jnp.argmax(aux["logits"], -1) == batch["label"]),
     "lr": lr_fn(state.step),
-    "grad_norm": optax.global_norm(grads),
-    "param_norm": optax.global_norm(state.params),
+    "grad_norm": optax.tree.norm(grads),
+    "param_norm": optax.tree.norm(state.params),
     **aux["metrics"],
   }
   return new_state, metrics
@@ -195,7 +198,7 @@ def train_and_evaluate(config, workdir):
                                           dtype=jnp.dtype(config.dtype)))
   writer = writers.MetricWriter(workdir)
   step = int(state.step)
-  pending = []
+  pending, postfix = [], {}
   bar = tqdm.tqdm(total=total_steps, initial=step, unit="step", dynamic_ncols=True,
                   disable=not config.progress_bar or jax.process_index() != 0)
   while step < total_steps:
@@ -212,7 +215,8 @@ def train_and_evaluate(config, workdir):
       if not np.isfinite(means["train_loss"]):
         raise FloatingPointError(f"non-finite training loss at step {step}: {means}")
       writer.write_scalars(step, means)
-      bar.set_postfix(loss=f"{means['train_loss']:.3f}")
+      postfix["loss"] = f"{means['train_loss']:.3f}"
+      bar.set_postfix(postfix)
     if epoch_end:
       confusion, eval_loss = evaluate(p_eval_step, state, dataset.test, config, data_sharding)
       report = writers.classification_report(confusion)
@@ -224,7 +228,8 @@ def train_and_evaluate(config, workdir):
       writer.write_scalars(step, {"epoch": epoch, "eval_accuracy": report["accuracy"],
                                   "eval_mean_class_accuracy": report["mean_class_accuracy"],
                                   "eval_loss": eval_loss})
-      bar.set_postfix(loss=bar.postfix, acc=f"{report['accuracy']:.4f}")
+      postfix["eval_acc"] = f"{report['accuracy']:.4f}"
+      bar.set_postfix(postfix)
     if epoch_end or step % config.checkpoint_every_steps == 0:
       ckpt.save(step, state, rng, train_iter.get_state(), meta)
   bar.close()

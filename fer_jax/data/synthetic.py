@@ -77,8 +77,8 @@ def draw_face(label, rng, size=64):
     (image uint8 (size, size, 3), landmarks float32 (19, 2) as (x, y) pixels).
   """
   c = _CANVAS
-  intensity = rng.uniform(0.35, 1.0)
-  e = _PROTOTYPES[label] * intensity + rng.normal(0.0, 0.15, 7)
+  intensity = rng.uniform(0.5, 1.0)
+  e = _PROTOTYPES[label] * intensity + rng.normal(0.0, 0.12, 7)
   brow_raise, brow_inner, eye_open, mouth_open, curve, mouth_w, wrinkle = e
 
   background = tuple(int(v) for v in rng.integers(40, 220, 3))
@@ -107,7 +107,7 @@ def draw_face(label, rng, size=64):
     outer, inner = ex + side * eye_w * 1.3, ex - side * eye_w * 1.1
     inner_y = brow_y - fh * 0.07 * brow_inner
     mid = (ex, brow_y - fh * 0.04)
-    _curve(d, (outer, brow_y + fh * 0.02), mid, (inner, inner_y), dark, 4)
+    _curve(d, (outer, brow_y + fh * 0.02), mid, (inner, inner_y), dark, 6)
     brow = [(outer, brow_y + fh * 0.02), mid, (inner, inner_y)]
     d.ellipse([ex - eye_w, eye_y - eye_h, ex + eye_w, eye_y + eye_h], fill=(245, 245, 245))
     pupil = min(eye_h, eye_w * 0.5)
@@ -129,10 +129,10 @@ def draw_face(label, rng, size=64):
   opening = fh * 0.3 * max(mouth_open, 0)
   lips = (150, 50, 60)
   upper = _curve(d, (cx - mw, corner_y), (cx, mouth_y - opening * 0.3 + fh * 0.08 * curve),
-                 (cx + mw, corner_y), lips, 3)
+                 (cx + mw, corner_y), lips, 5)
   if opening > 1:
     lower_mid = (cx, mouth_y + opening + fh * 0.08 * curve)
-    lower = _curve(d, (cx + mw, corner_y), lower_mid, (cx - mw, corner_y), lips, 3)
+    lower = _curve(d, (cx + mw, corner_y), lower_mid, (cx - mw, corner_y), lips, 5)
     d.polygon([tuple(p) for p in np.concatenate([upper, lower])], fill=(60, 10, 20), outline=lips)
   mouth_centre = (cx, float(upper[len(upper) // 2][1]) + opening / 2)
   (lb, le), (rb, re) = marks
@@ -160,8 +160,8 @@ def draw_face(label, rng, size=64):
     ow, oh = rng.uniform(0.1, 0.3, 2) * c
     d.rectangle([ox - ow / 2, oy - oh / 2, ox + ow / 2, oy + oh / 2],
                 fill=tuple(int(v) for v in rng.integers(0, 255, 3)))
-  if rng.random() < 0.5:
-    img = img.filter(ImageFilter.GaussianBlur(rng.uniform(0.3, 2.0)))
+  if rng.random() < 0.3:
+    img = img.filter(ImageFilter.GaussianBlur(rng.uniform(0.3, 1.2)))
   img = img.resize((size, size), Image.Resampling.LANCZOS)
 
   pixels = np.asarray(img, np.float32)
@@ -192,7 +192,7 @@ def load(dataset_config):
 
   c = dataset_config
   cache = pathlib.Path(c.cache_dir).expanduser() / (
-    f"synthetic-v1-s{c.seed}-n{c.num_train}-{c.num_test}-px{c.image_size}.npz"
+    f"synthetic-v2-s{c.seed}-n{c.num_train}-{c.num_test}-px{c.image_size}.npz"
   )
   if cache.exists():
     arrays = dict(np.load(cache))

@@ -1,0 +1,91 @@
+"""Host ops and the on-device half of preprocessing."""
+
+import math
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from fer_jax.data import augment, pipeline, synthetic
+
+
+def _example(seed=0, size=64):
+  image, landmarks = synthetic.draw_face(3, np.random.default_rng(seed), size)
+  return {"image": image, "label": np.int32(3), "landmarks": landmarks}
+
+
+def test_random_erasing_follows_torchvision_distribution():
+  op = augment.random_erasing(scale=(0.02, 0.25))
+  rng = np.random.default_rng(0)
+  boxes = np.array([op({"image": np.zeros((224, 224, 3), np.uint8)}, rng)["image_erase"]
+                    for _ in range(4000)])
+  fired = boxes[:, 2] > 0
+  assert 0.47 < fired.mean() < 0.53  # p = 0.5
+  h, w = boxes[fired, 2], boxes[fired, 3]
+  area = h * w / 224**2
+  # Rounding h and w moves the area a little beyond [0.02, 0.25].
+  assert area.min() > 0.018 and area.max() < 0.27
+  log_aspect = np.log(h / w)
+  assert log_aspect.min() > math.log(0.3) - 0.1 and log_aspect.max() < math.log(3.3) + 0.1
+  assert (boxes[fired, 0] + h <= 224).all() and (boxes[fired, 1] + w <= 224).all()
+
+
+def test_erased_pixels_are_zero_after_normalisation():
+  images = np.full((2, 8, 8, 3), 200, np.uint8)
+  boxes = np.array([[1, 2, 3, 4], [0, 0, 0, 0]], np.int32)
+  out = pipeline.to_model_input({"image": jnp.asarray(images), "image_erase": jnp.asarray(boxes)})
+  x = np.asarray(out["image"])
+  inside = np.zeros((8, 8), bool)
+  inside[1:4, 2:6] = True
+  assert (x[0][inside] == 0).all()
+  expected = (200 / 255 - np.array(pipeline.IMAGENET_MEAN)) / np.array(pipeline.IMAGENET_STD)
+  np.testing.assert_allclose(x[0][~inside], np.broadcast_to(expected, (52, 3)), rtol=1e-6)
+  np.testing.assert_allclose(x[1], np.broadcast_to(expected, (8, 8, 3)), rtol=1e-6)
+
+
+def test_flip_mirrors_pixels_and_landmarks_and_is_an_involution():
+  ex = _example()
+  flipped = augment.flip_lr(p=1.0)(ex, np.random.default_rng(0))
+  np.testing.assert_array_equal(flipped["image"], ex["image"][:, ::-1])
+  # Left brow outer (0) of the flip is the mirrored right brow outer (5) of the original.
+  np.testing.assert_allclose(flipped["landmarks"][0], [64 - ex["landmarks"][5][0],
+                                                       ex["landmarks"][5][1]])
+  back = augment.flip_lr(p=1.0)(flipped, np.random.default_rng(0))
+  np.testing.assert_allclose(back["landmarks"], ex["landmarks"], rtol=1e-5)
+  # Image-left points stay image-left after flipping.
+  assert flipped["landmarks"][0, 0] < flipped["landmarks"][5, 0]
+
+
+def test_resize_and_pad_crop_move_landmarks_with_pixels():
+  ex = _example()
+  small = augment.resize(32)(ex, None)
+  assert small["image"].shape == (32, 32, 3)
+  np.testing.assert_allclose(small["landmarks"], ex["landmarks"] / 2)
+  # A single bright pixel and a landmark on it stay together through pad_crop.
+  img = np.zeros((16, 16, 3), np.uint8)
+  img[5, 9] = 255
+  ex = {"image": img, "landmarks": np.array([[9.5, 5.5]] * 19, np.float32)}
+  for seed in range(10):
+    out = augment.pad_crop(4)(ex, np.random.default_rng(seed))
+    ys, xs = np.nonzero(out["image"][..., 0])
+    if len(ys):
+      np.testing.assert_allclose(out["landmarks"][0], [xs[0] + 0.5, ys[0] + 0.5])
+
+
+def test_gaussian_noise_truncates_in_uint8_space():
+  ex = {"image": np.full((64, 64, 3), 128, np.uint8)}
+  out = augment.gaussian_noise(p=1.0, var=30.0)(ex, np.random.default_rng(0))["image"]
+  assert out.dtype == np.uint8
+  assert 5.0 < out.astype(float).std() < 6.0  # sqrt(30) = 5.48
+
+
+def test_parse_is_deterministic_and_rejects_unknown_ops():
+  ops = augment.parse("resize(32)|flip_lr|random_erasing(scale=(0.02, 0.25))")
+  a = ops(_example(), np.random.default_rng(7))
+  b = ops(_example(), np.random.default_rng(7))
+  for k in a:
+    np.testing.assert_array_equal(a[k], b[k])
+  with pytest.raises(ValueError, match="'rotate'.*expected one of"):
+    augment.parse("resize(32)|rotate(10)")
+  with pytest.raises(ValueError, match="'resize\\(32'"):
+    augment.parse("resize(32")

@@ -1,0 +1,102 @@
+"""Model shapes and counts (eac.md §8), configs, and the optimiser against torch.optim.Adam."""
+
+import importlib
+import pathlib
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from configs import common
+from fer_jax import optim
+from fer_jax.models import resnet
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize("arch,backbone,total,channels", [
+  ("resnet18", 11_176_512, 11_180_103, 512), ("resnet50", 23_508_032, 23_522_375, 2048)])
+def test_parameter_counts_and_feature_shapes(arch, backbone, total, channels):
+  model = resnet.Classifier(arch, 7)
+  x = jnp.zeros((2, 224, 224, 3))
+  variables = jax.eval_shape(lambda: model.init(jax.random.key(0), x))
+  count = lambda t: sum(v.size for v in jax.tree.leaves(t))  # noqa: E731
+  assert count(variables["params"]["backbone"]) == backbone
+  assert count(variables["params"]) == total
+  logits, feats = jax.eval_shape(model.apply, variables, x)
+  assert logits.shape == (2, 7)
+  sizes = [feats[f"stage{i}"].shape[1] for i in range(1, 5)]
+  assert sizes == [56, 28, 14, 7] and feats["stage4"].shape[-1] == channels
+  assert feats["pre_logits"].shape == (2, channels)
+
+
+def test_every_config_builds_and_its_method_imports():
+  for path in sorted((ROOT / "configs").glob("*.py")):
+    if path.stem in ("common", "__init__"):
+      continue
+    module = importlib.import_module(f"configs.{path.stem}")
+    for arg in (None, "runlocal=true"):
+      config = module.get_config(arg)
+      method = importlib.import_module(f"fer_jax.methods.{config.method}")
+      assert hasattr(method, "build_model") and hasattr(method, "loss_fn")
+      assert config.input.train_ops and config.input.eval_ops
+
+
+def test_config_arguments_are_checked():
+  assert common.parse_arg("synthetic,runlocal=true", data="x", runlocal=False).runlocal is True
+  with pytest.raises(ValueError, match="'nois'.*expected one of"):
+    common.parse_arg("nois=0.1", data="x", noise=0.0)
+  with pytest.raises(ValueError, match="data='rafdb'"):
+    common.dataset_config("rafdb")
+
+
+def _opt_config(**kw):
+  from configs import baseline
+
+  c = baseline.get_config().optimizer
+  c.update(kw)
+  return c
+
+
+def test_exponential_schedule_matches_eac_values():
+  # eac.md §8: R50 lr 1e-4, 384 steps per epoch; epochs 1, 2, 60 run at 1e-4, 9e-5, 1.9967e-7.
+  fn = optim.schedule(_opt_config(schedule="exponential", decay_rate=0.9), 1e-4, 384, 384 * 60)
+  for epoch, lr in ((1, 1e-4), (2, 9e-5), (60, 1.9967e-7)):
+    for step in ((epoch - 1) * 384, epoch * 384 - 1):
+      np.testing.assert_allclose(fn(step), lr, rtol=1e-4)
+  linear = optim.schedule(_opt_config(schedule="linear"), 1e-3, 10, 100)
+  np.testing.assert_allclose([linear(0), linear(50), linear(100)], [1e-3, 5e-4, 0.0], atol=1e-9)
+
+
+def test_adam_with_coupled_l2_matches_torch_and_groups_get_their_own_lr():
+  torch = pytest.importorskip("torch")
+  rng = np.random.default_rng(0)
+  params = {"backbone": {"w": rng.normal(size=(5,)).astype(np.float32)},
+            "head": {"w": rng.normal(size=(3,)).astype(np.float32)}}
+  grads = [jax.tree.map(lambda p: rng.normal(size=p.shape).astype(np.float32), params)
+           for _ in range(3)]
+  c = _opt_config(lr=1e-3, weight_decay=1e-2, schedule="constant",
+                  param_group_lrs=(("^head/", 1e-2),))
+  tx, _ = optim.make(c, 10, 100)
+  state, p = tx.init(params), params
+  for g in grads:
+    updates, state = tx.update(g, state, p)
+    p = jax.tree.map(lambda a, u: a + u, p, updates)
+  tp = {k: torch.tensor(params[k]["w"], requires_grad=True) for k in params}
+  opt = torch.optim.Adam([{"params": [tp["backbone"]], "lr": 1e-3},
+                          {"params": [tp["head"]], "lr": 1e-2}], weight_decay=1e-2)
+  for g in grads:
+    for k in tp:
+      tp[k].grad = torch.tensor(g[k]["w"])
+    opt.step()
+  for k in tp:
+    np.testing.assert_allclose(p[k]["w"], tp[k].detach().numpy(), rtol=1e-5, atol=1e-7)
+
+
+def test_unknown_optimizer_and_schedule_are_named():
+  with pytest.raises(ValueError, match="config.optimizer.name='lamb'"):
+    optim.make(_opt_config(name="lamb"), 10, 100)[0].init({"w": jnp.zeros(2)})
+  with pytest.raises(ValueError, match="config.optimizer.schedule='cosine'"):
+    optim.make(_opt_config(schedule="cosine"), 10, 100)
+
