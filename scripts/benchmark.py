@@ -104,7 +104,7 @@ def main(argv):
   commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
                           text=True).stdout.strip() or "uncommitted"
   row = (f"| {datetime.date.today()} | {commit} | {devices} | "
-         f"{config.method} {config.model.arch} {config.input.image_size}px {config.dtype} | {b} | "
+         f"{config.method} {config.model.arch} w{config.model.width} {config.input.image_size}px {config.dtype} | {b} | "
          f"{b / synthetic_s:.1f} | {b / pipeline_s:.1f} | {b / host_s:.0f} | {compile_s:.1f} | "
          f"{memory:.0f} ({memory_kind}) |")
   print("| date | commit | devices | config | batch | img/s step only | img/s with pipeline | "
