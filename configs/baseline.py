@@ -4,7 +4,9 @@ Run on the embedded synthetic dataset (a few minutes on a 2-core CPU):
   python -m fer_jax.main --config configs/baseline.py:synthetic --workdir runs/baseline
 
 Arguments after ':' are `data` (bare first word) and key=value pairs:
-  data=synthetic, runlocal=False.
+  data=synthetic | raf_db | ferplus | affectnet | folder, noise=0.0 (training-label noise rate),
+  noise_kind=symmetric | asymmetric_lanet | asymmetric_ncct, runlocal=False.
+e.g. `configs/baseline.py:raf_db,noise=0.3 --config.dataset.data_dir=~/data/raf-basic`.
 Training recipe for real data follows the ResNet-18 setting of eac.md §1b/§3: Adam with coupled
 L2 1e-4, lr 2e-4 decayed x0.9 per epoch, batch 32, 60 epochs, 224 px, random erasing.
 """
@@ -13,8 +15,8 @@ from configs import common
 
 
 def get_config(arg=None):
-  arg = common.parse_arg(arg, data="synthetic", runlocal=False)
-  c = common.base_config("ce", arg.data, arg.runlocal)
+  arg = common.parse_arg(arg, **common.ARG_DEFAULTS)
+  c = common.base_config("ce", **arg)
   c.ce = {}  # the method's own fields; plain CE has none
   c.input.train_ops = (
     f"resize({c.input.image_size})|flip_lr|random_erasing(scale=(0.02, 0.25))"

@@ -2,6 +2,10 @@
 
 import ml_collections as mlc
 
+from fer_jax.data import sources
+
+DATASETS = ("synthetic", "raf_db", "ferplus", "affectnet", "folder")
+
 
 def parse_arg(arg, **defaults):
   """Parses `a=1,b=x` (or a bare first word for `data`) into a ConfigDict over `defaults`."""
@@ -19,12 +23,18 @@ def parse_arg(arg, **defaults):
   return out
 
 
-def base_config(method, data="synthetic", runlocal=False):
+# The `:arg` keys every method config takes (it may add its own).
+ARG_DEFAULTS = dict(data="synthetic", noise=0.0, noise_kind="symmetric", runlocal=False)
+
+
+def base_config(method, data="synthetic", noise=0.0, noise_kind="symmetric", runlocal=False):
   """Defaults for all methods; `data` picks the dataset block.
 
   Args:
     method: the method module name under fer_jax/methods.
     data: a dataset known to `dataset_config`.
+    noise: rate of synthetic training-label noise (0: the labels as given).
+    noise_kind: symmetric | asymmetric_lanet | asymmetric_ncct (see fer_jax/noise.py).
     runlocal: shrink everything for a smoke test.
   """
   c = mlc.ConfigDict()
@@ -55,12 +65,20 @@ def base_config(method, data="synthetic", runlocal=False):
     )
   )
   c.dataset = dataset_config(data, runlocal)
+  if "num_classes" in c.dataset:  # FERPlus/AffectNet 7 or 8: the model follows the dataset
+    c.model.num_classes = c.dataset.get_ref("num_classes")
+  # Training-label noise (fer_jax/noise.py): kind none | symmetric | asymmetric_lanet |
+  # asymmetric_ncct | file (a noisy label file in the dataset's format, e.g. EAC's noise01.txt).
+  c.noise = mlc.ConfigDict(dict(kind=noise_kind if noise else "none", rate=noise, seed=0, file=""))
   c.input = mlc.ConfigDict(
     dict(
       image_size=224,
       train_ops="",  # filled by the method config
       num_threads=8,
       num_workers=0,
+      # shuffle: each epoch a permutation | balanced: each epoch len(train) draws with
+      # replacement, class c with probability proportional to 1/count(c) (AffectNet recipe).
+      sampler="balanced" if data == "affectnet" else "shuffle",
     )
   )
   c.log_every_steps = 50
@@ -79,18 +97,13 @@ def base_config(method, data="synthetic", runlocal=False):
 
 
 def dataset_config(data, runlocal=False):
-  if data == "synthetic":
-    return mlc.ConfigDict(
-      dict(
-        name="synthetic",
-        num_train=96 if runlocal else 3000,
-        num_test=40 if runlocal else 700,
-        image_size=64,
-        seed=0,
-        cache_dir="~/.cache/fer_jax",
-      )
-    )
-  raise ValueError(f"config argument data={data!r}: expected one of ['synthetic']")
+  """The dataset block: the dataset module's defaults (fer_jax/data/<data>.py DEFAULTS)."""
+  if data not in DATASETS:
+    raise ValueError(f"config argument data={data!r}: expected one of {list(DATASETS)}")
+  c = sources.default_config(data)
+  if runlocal and data == "synthetic":
+    c.num_train, c.num_test = 96, 40
+  return c
 
 
 def eval_ops(image_size):

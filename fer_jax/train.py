@@ -21,7 +21,7 @@ from clu import parameter_overview
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from fer_jax import checkpoint, optim, writers
+from fer_jax import checkpoint, noise, optim, writers
 from fer_jax.data import pipeline, sources
 from fer_jax.models import weights
 from fer_jax.state import TrainState
@@ -154,10 +154,16 @@ def train_and_evaluate(config, workdir):
       f"{config.eval_batch_size} must be multiples of the device count {n_dev}"
     )
   dataset = sources.load(config.dataset)
+  dataset, noise_report = noise.apply(
+    dataset, config.noise, workdir / "noise" if jax.process_index() == 0 else None)
   for split in ("train", "test"):
     logging.info("%s %s: %d examples, per class %s", dataset.name, split,
                  len(getattr(dataset, split)),
                  dict(zip(dataset.class_names, dataset.class_counts(split).tolist())))
+  if noise_report["kind"] != "none":
+    logging.info("Noise %s: %d of %d training labels changed (%.2f%%); report in %s",
+                 noise_report["kind"], noise_report["flipped"], noise_report["num_train"],
+                 100 * noise_report["realised_rate"], workdir / "noise" / "report.json")
   if len(dataset.class_names) != config.model.num_classes:
     raise ValueError(f"config.model.num_classes={config.model.num_classes} but dataset "
                      f"{dataset.name!r} has {len(dataset.class_names)} classes")
@@ -177,7 +183,7 @@ def train_and_evaluate(config, workdir):
   train_ds = pipeline.train_dataset(
     dataset.train, config.input.train_ops, batch_size=config.batch_size // n_proc,
     seed=config.seed, num_threads=config.input.num_threads,
-    num_workers=config.input.num_workers,
+    num_workers=config.input.num_workers, sampler=config.input.sampler,
   )
   train_iter = iter(train_ds)
   ckpt = checkpoint.Checkpointer((workdir / "checkpoints").absolute(), config.keep_checkpoints)
@@ -235,11 +241,15 @@ def train_and_evaluate(config, workdir):
   bar.close()
   writer.close()
   ckpt.close()
-  return _finish(workdir, config, dataset, state, meta)
+  return _finish(workdir, config, dataset, noise_report, state, meta)
 
 
-def _finish(workdir, config, dataset, state, meta):
+def _finish(workdir, config, dataset, noise_report, state, meta):
   summary = writers.summarize(meta["history"], dataset.class_names, meta["confusion"])
+  summary["dataset"] = {"name": dataset.name, "source": dataset.source,
+                        "num_train": len(dataset.train), "num_test": len(dataset.test)}
+  summary["noise"] = {k: v for k, v in noise_report.items()
+                      if k not in ("per_class", "transition_matrix", "class_names")}
   if jax.process_index() == 0:
     (workdir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     writers.plot_confusion(meta["confusion"], dataset.class_names,

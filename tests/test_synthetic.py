@@ -37,11 +37,11 @@ def test_load_caches_a_fixed_train_test_split(tmp_path):
   first = sources.load(c)
   assert len(list(tmp_path.iterdir())) == 1
   second = sources.load(c)
-  np.testing.assert_array_equal(first.train.images, second.train.images)
+  np.testing.assert_array_equal(first.train.store.images, second.train.store.images)
   assert len(first.train) == 30 and len(first.test) == 12
   # Train and test images come from disjoint draws.
-  flat_train = first.train.images.reshape(30, -1)
-  assert not any((flat_train == t.reshape(1, -1)).all(1).any() for t in first.test.images)
+  flat_train = first.train.store.images.reshape(30, -1)
+  assert not any((flat_train == t.reshape(1, -1)).all(1).any() for t in first.test.store.images)
   record = first.train[5]
   assert record["image"].shape == (32, 32, 3) and record["index"] == 5
   assert record["landmarks"].shape == (19, 2)

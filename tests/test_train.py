@@ -113,7 +113,7 @@ def test_predict_matches_training_eval_and_refuses_bad_input(trained_run, tmp_pa
   paths = []
   for i in range(20):
     paths.append(tmp_path / f"face{i:02d}.png")
-    Image.fromarray(dataset.test.images[i]).save(paths[-1])
+    Image.fromarray(dataset.test.store.images[i]).save(paths[-1])
   model, variables, meta = predict.load_model(workdir)  # a workdir resolves to its model/
   probs = predict.predict(model, variables, meta, predict.list_images([tmp_path]), batch_size=8)
   assert probs.shape == (20, 7)

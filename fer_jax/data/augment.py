@@ -154,3 +154,19 @@ def random_erasing(scale=(0.02, 0.33), ratio=(0.3, 3.3), p=0.5, key="image"):
     return {**ex, f"{key}_erase": np.array(box, np.int32)}
 
   return op
+
+
+@register
+def sample_label():
+  """`label` drawn from `soft_label` (FERPlus's probability mode: a new draw every epoch)."""
+
+  def op(ex, rng):
+    if "soft_label" not in ex:
+      raise ValueError("sample_label needs records with soft_label (FERPlus label_mode "
+                       "crossentropy, probability or multi_target)")
+    ex = dict(ex)
+    probs = ex.pop("soft_label")
+    ex["label"] = np.int32(rng.choice(len(probs), p=probs / probs.sum()))
+    return ex
+
+  return op

@@ -37,24 +37,62 @@ class _HostOps(grain.transforms.RandomMap):
     return self._fn(element, rng)
 
 
-def train_dataset(source, ops, *, batch_size, seed, num_threads=8, num_workers=0):
+class BalancedEpochs:
+  """An endless source: epoch e is len(rows) draws with replacement from `source[rows]`,
+  class c drawn with probability proportional to 1/count(c), seeded by (seed, e).
+
+  The class-balanced sampler of the AffectNet recipes (each class equally likely per draw).
+  """
+
+  def __init__(self, source, rows, labels, seed):
+    self.source, self.rows, self.seed = source, np.asarray(rows), seed
+    counts = np.bincount(labels)
+    weights = 1.0 / counts[labels]
+    self.probs = weights / weights.sum()
+    self._epoch = (None, None)
+
+  def __len__(self):
+    return len(self.rows) * 10**6  # endless for any real run
+
+  def __getitem__(self, index):
+    epoch, position = divmod(index, len(self.rows))
+    cached_epoch, draws = self._epoch
+    if cached_epoch != epoch:
+      rng = np.random.default_rng([self.seed, epoch])
+      draws = rng.choice(len(self.rows), len(self.rows), p=self.probs)
+      self._epoch = (epoch, draws)
+    return self.source[int(self.rows[draws[position]])]
+
+  def __getstate__(self):
+    return {**self.__dict__, "_epoch": (None, None)}
+
+
+def train_dataset(source, ops, *, batch_size, seed, num_threads=8, num_workers=0,
+                  sampler="shuffle"):
   """The infinite, resumable train stream of this process's local batches.
 
   Args:
-    source: a random-access source of records.
+    source: a random-access source of records (with `labels` for the balanced sampler).
     ops: host pipeline string (see `augment`).
     batch_size: the per-process batch size.
     seed: shuffle and augmentation seed.
     num_threads: reader threads in this process (PIL releases the GIL).
     num_workers: extra worker processes; 0 keeps everything in-process, which is faster on
       machines with few cores (docs/design.md).
+    sampler: "shuffle" (a new permutation every epoch) or "balanced" (`BalancedEpochs`).
 
   Returns:
     A grain IterDataset; `iter()` it and use get_state/set_state to checkpoint it.
   """
-  ds = grain.MapDataset.source(source)
-  ds = ds[jax.process_index() :: jax.process_count()]
-  ds = ds.seed(seed).shuffle().repeat()  # repeat after shuffle: a new order every epoch
+  rows = np.arange(jax.process_index(), len(source), jax.process_count())  # this host's part
+  if sampler == "shuffle":
+    ds = grain.MapDataset.source(source)[jax.process_index() :: jax.process_count()]
+    ds = ds.seed(seed).shuffle().repeat()  # repeat after shuffle: a new order every epoch
+  elif sampler == "balanced":
+    ds = grain.MapDataset.source(BalancedEpochs(source, rows, source.labels[rows], seed))
+    ds = ds.seed(seed)
+  else:
+    raise ValueError(f"config.input.sampler={sampler!r}: expected 'shuffle' or 'balanced'")
   ds = ds.random_map(_HostOps(ops))
   ds = ds.batch(batch_size, drop_remainder=True)
   it = ds.to_iter_dataset(grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=2 * batch_size))

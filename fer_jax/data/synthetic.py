@@ -41,6 +41,7 @@ _PROTOTYPES = np.array(
 # imbalanced like RAF-DB (happiness most, fear least) but every class has enough examples.
 _RAF_TRAIN_COUNTS = np.array([1290, 281, 717, 4772, 1982, 705, 2524])
 _CANVAS = 128  # drawn at 128 px, then downsampled with antialiasing
+DEFAULTS = dict(num_train=3000, num_test=700, image_size=64, seed=0, cache_dir="~/.cache/fer_jax")
 
 
 def class_counts(num_examples):
@@ -209,8 +210,11 @@ def load(dataset_config):
     tmp.replace(cache)  # atomic: a concurrent reader never sees half a file
 
   def split(name):
-    return sources.ArraySource(
-      arrays[f"{name}_images"], arrays[f"{name}_labels"], arrays[f"{name}_landmarks"]
-    )
+    labels = arrays[f"{name}_labels"]
+    store = sources.ArrayStore(arrays[f"{name}_images"], arrays[f"{name}_landmarks"])
+    names = tuple(f"{name}_{i:05d}" for i in range(len(labels)))
+    return sources.LabelledSource(store, labels, names)
 
-  return sources.Dataset("synthetic", CLASS_NAMES, split("train"), split("test"))
+  # Label files write RAF-DB's 1-based labels, as the synthetic set uses RAF-DB's class order.
+  return sources.Dataset("synthetic", CLASS_NAMES, split("train"), split("test"),
+                         label_format="one_based", source=str(cache))

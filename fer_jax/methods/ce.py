@@ -1,4 +1,5 @@
-"""Plain cross-entropy on the given (possibly noisy) labels: the baseline."""
+"""Plain cross-entropy on the given (possibly noisy) labels, or on label distributions
+where a dataset gives them: the baseline."""
 
 import optax
 
@@ -18,7 +19,10 @@ def loss_fn(params, state, batch, rng, *, model, config):
     train=True,
     mutable=["batch_stats"],
   )
-  loss = optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"]).mean()
+  if "soft_label" in batch:  # label distributions (FERPlus crossentropy/multi_target modes)
+    loss = optax.softmax_cross_entropy(logits, batch["soft_label"]).mean()
+  else:
+    loss = optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"]).mean()
   return loss, {
     "batch_stats": mutated["batch_stats"],
     "extra": state.extra,

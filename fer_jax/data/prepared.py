@@ -1,0 +1,282 @@
+"""Licence-gated datasets as TFDS builders over the user's own copy.
+
+The user's copy is TFDS's `manual_dir`: we never download it. Preparing it once writes
+ArrayRecord files (random access, no TensorFlow; docs/design.md) that grain reads through
+`as_data_source`, so epochs never re-parse label files or pixel strings. Examples keep the
+order of the dataset's label file (`disable_shuffling`), and the labels and names of every
+split are saved in the builder's metadata, so loading a protocol reads no images.
+
+A dataset module subclasses `Builder`: it lists its splits and label files, parses the label
+files into `Row`s (raising `DataError` that names the file and line of any bad row), and turns
+one row into a record (`encode`). Images that cannot be decoded are always skipped and
+listed at preparation time; `corrupt_images="fail"` then refuses to train on the result,
+`"skip"` trains without them and says how many were left out.
+"""
+
+import concurrent.futures
+import dataclasses
+import hashlib
+import io
+import logging
+import pathlib
+
+import numpy as np
+import tensorflow_datasets as tfds
+from PIL import Image
+
+from fer_jax.data import sources
+
+CORRUPT_POLICIES = ("fail", "skip")
+# config.dataset fields of every prepared dataset (each module adds its own).
+DEFAULTS = dict(
+  data_dir="",  # the user's copy (TFDS manual_dir)
+  prepared_dir="",  # where the ArrayRecord copy goes; empty: <cache_dir>/prepared
+  cache_dir="~/.cache/fer_jax",
+  corrupt_images="fail",  # fail | skip: what to do with images that cannot be decoded
+  train_split="train",
+  test_split="test",
+)
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+_CHUNK = 512  # rows decoded ahead of the writer
+
+
+class DataError(ValueError):
+  """Bad or missing dataset input; the message names the file (and line) and what was expected."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Row:
+  """One example as its label file describes it, before any image is read.
+
+  Attributes:
+    name: the dataset's own example name (the label file's first column).
+    label: the dataset's own label code (e.g. RAF-DB 1..7), as written in its files.
+    path: the image file, or None when the pixels are in the label file.
+    fields: other per-example values stored in the record (e.g. vote counts, a face box).
+  """
+
+  name: str
+  label: int
+  path: pathlib.Path | None = None
+  fields: dict = dataclasses.field(default_factory=dict)
+
+
+def read_image(path):
+  """Bytes and the decoded RGB PIL image of `path`; OSError/ValueError if it cannot be decoded."""
+  data = pathlib.Path(path).read_bytes()
+  image = Image.open(io.BytesIO(data))
+  image.load()  # decodes fully, so a truncated file fails here and not mid-training
+  return data, image
+
+
+def encode_png(pixels):
+  out = io.BytesIO()
+  Image.fromarray(pixels).save(out, format="PNG")
+  return out.getvalue()
+
+
+def image_bytes(path):
+  """The stored bytes of an image file: as is for RGB JPEG/PNG, otherwise converted to RGB PNG."""
+  data, image = read_image(path)
+  if image.mode == "RGB" and image.format in ("JPEG", "PNG"):
+    return data
+  return encode_png(np.asarray(image.convert("RGB")))
+
+
+class Builder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+  """Base of the FER dataset builders; see the module docstring for what subclasses supply."""
+
+  VERSION = tfds.core.Version("1.0.0")
+  RELEASE_NOTES = {"1.0.0": "First release."}
+  SPLITS = ("train", "test")
+  LAYOUT = ""  # the expected tree of the user's copy, shown in errors
+  IMAGE_SHAPE = (None, None, 3)
+  MANUAL_DOWNLOAD_INSTRUCTIONS = "Point config.dataset.data_dir at your copy (see README.md)."
+
+  def __init__(self, *, threads=8, **kwargs):
+    self.threads = threads
+    super().__init__(**kwargs)
+
+  # --- what a dataset supplies -------------------------------------------------------------
+  def label_files(self, root):
+    """Files that must exist under `root` and whose change invalidates the prepared copy."""
+    raise NotImplementedError
+
+  def parse(self, root, split):
+    """The `Row`s of `split`, in file order; raises DataError on any bad row."""
+    raise NotImplementedError
+
+  def encode(self, row):
+    """The record fields of `row` besides name (at least `image`); may raise on bad images."""
+    return {"image": image_bytes(row.path)}
+
+  def extra_features(self):
+    return {}
+
+  def index_fields(self, row):
+    """Small per-example values kept in the metadata index besides name and label."""
+    del row
+    return {}
+
+  # --- TFDS -------------------------------------------------------------------------------
+  def _info(self):
+    features = {"image": tfds.features.Image(shape=self.IMAGE_SHAPE),
+                "name": tfds.features.Text(), **self.extra_features()}
+    return self.dataset_info_from_configs(
+      features=tfds.features.FeaturesDict(features),
+      metadata=tfds.core.MetadataDict(),
+      disable_shuffling=True,  # keep the label file's order: rows of landmark files follow it
+    )
+
+  def _split_generators(self, dl_manager):
+    root = pathlib.Path(dl_manager.manual_dir)
+    self.info.metadata.update({"index": {}, "skipped": {}, "source": str(root.absolute()),
+                               "fingerprint": fingerprint(self.label_files(root))})
+    splits = {}
+    for split in self.SPLITS:
+      rows = self.parse(root, split)
+      if rows is not None:
+        splits[split] = self._generate_examples(split, rows)
+    return splits
+
+  def _generate_examples(self, split, rows):
+    index = {"name": [], "label": []}
+    skipped = []
+    self.info.metadata["index"][split] = index
+    self.info.metadata["skipped"][split] = skipped
+
+    def encode(row):
+      try:
+        return self.encode(row)
+      except (OSError, ValueError) as e:  # PIL raises these for unreadable images
+        return f"{row.path}: {type(e).__name__}: {e}"
+
+    with concurrent.futures.ThreadPoolExecutor(self.threads) as pool:
+      for start in range(0, len(rows), _CHUNK):
+        chunk = rows[start : start + _CHUNK]
+        for row, record in zip(chunk, pool.map(encode, chunk)):
+          if isinstance(record, str):
+            skipped.append([row.name, record])
+            continue
+          index["name"].append(row.name)
+          index["label"].append(int(row.label))
+          for key, value in self.index_fields(row).items():
+            index.setdefault(key, []).append(value)
+          yield len(index["name"]) - 1, {"name": row.name, **record}
+
+
+def fingerprint(files):
+  """Size and modification time of each label file, to notice a changed copy."""
+  return {str(f): [f.stat().st_size, f.stat().st_mtime_ns] for f in map(pathlib.Path, files)}
+
+
+def open_builder(builder_cls, config, builder_config=None):
+  """The prepared builder for `config` (a dataset config block), preparing it once if needed.
+
+  Args:
+    builder_cls: a `Builder` subclass.
+    config: fields data_dir, prepared_dir, cache_dir, corrupt_images.
+    builder_config: the TFDS BuilderConfig name, if the builder has several.
+
+  Raises:
+    DataError: missing data_dir or label files, a copy changed since it was prepared, or
+      corrupt images under corrupt_images="fail".
+  """
+  field = "config.dataset.data_dir"
+  if not config.data_dir:
+    raise DataError(f"{field} is empty: set it to your copy of {config.name}, laid out as\n"
+                    f"{builder_cls.LAYOUT}")
+  root = pathlib.Path(config.data_dir).expanduser()
+  if not root.is_dir():
+    raise DataError(f"{field}={root}: no such directory; expected a copy laid out as\n"
+                    f"{builder_cls.LAYOUT}")
+  if config.corrupt_images not in CORRUPT_POLICIES:
+    raise DataError(f"config.dataset.corrupt_images={config.corrupt_images!r}: expected one of "
+                    f"{CORRUPT_POLICIES}")
+  prepared = pathlib.Path(config.prepared_dir or pathlib.Path(config.cache_dir) / "prepared")
+  # One prepared copy per source directory, so two copies of a dataset never mix.
+  digest = hashlib.sha1(str(root.resolve()).encode()).hexdigest()[:10]
+  builder = builder_cls(data_dir=prepared.expanduser() / f"{config.name}-{digest}",
+                        config=builder_config, file_format="array_record")
+  files = builder.label_files(root)
+  missing = [str(f) for f in files if not pathlib.Path(f).exists()]
+  if missing:
+    raise DataError(f"{field}={root}: missing {', '.join(missing)}; expected a copy laid out as\n"
+                    f"{builder_cls.LAYOUT}")
+  if not builder.is_prepared():
+    logging.info("Preparing %s from %s into %s (once; later runs reuse it)", config.name, root,
+                 builder.data_dir)
+    builder.download_and_prepare(
+      download_config=tfds.download.DownloadConfig(manual_dir=str(root)))
+  meta = builder.info.metadata
+  if meta["fingerprint"] != fingerprint(files):
+    raise DataError(f"the label files under {root} changed after they were prepared into "
+                    f"{builder.data_dir}; delete that directory to prepare them again")
+  skipped = {split: rows for split, rows in meta["skipped"].items() if rows}
+  if skipped:
+    listing = "\n".join(f"  {split}: {name}: {why}" for split, rows in skipped.items()
+                        for name, why in rows[:20])
+    counts = {split: len(rows) for split, rows in skipped.items()}
+    if config.corrupt_images == "fail":
+      raise DataError(f"unreadable images in {root} (per split {counts}):\n{listing}\n"
+                      "set config.dataset.corrupt_images=skip to train without them")
+    logging.warning("Skipped unreadable images (per split %s):\n%s", counts, listing)
+  return builder
+
+
+def split_index(builder, split):
+  """The metadata index of `split` ("a" or "a+b"): dict of arrays, rows in stored order."""
+  parts = [builder.info.metadata["index"][s] for s in _split_names(builder, split)]
+  return {key: np.asarray(sum((list(p[key]) for p in parts), [])) for key in parts[0]}
+
+
+def _split_names(builder, split):
+  names = split.split("+")
+  known = builder.info.metadata["index"]
+  unknown = [s for s in names if s not in known]
+  if unknown:
+    raise DataError(f"split {split!r} of {builder.name}: no split {unknown}; the prepared copy "
+                    f"has {sorted(known)}")
+  return names
+
+
+@dataclasses.dataclass(frozen=True)
+class TfdsStore:
+  """Records of a prepared split (or "a+b" splits) as {"image": (H, W, 3) uint8, ...}."""
+
+  source: object
+  keep: tuple[str, ...] = ()  # record fields passed through besides the image
+
+  def __len__(self):
+    return len(self.source)
+
+  def __getitem__(self, index):
+    record = self.source[index]
+    image = record["image"]
+    fields = {"image": np.repeat(image, 3, -1) if image.shape[-1] == 1 else image}
+    fields.update({k: record[k] for k in self.keep})
+    return fields
+
+
+def store(builder, split, keep=()):
+  _split_names(builder, split)
+  return TfdsStore(builder.as_data_source(split=split), tuple(keep))
+
+
+def labelled(builder, split, labels, rows=None, soft_labels=None, keep=()):
+  """A `LabelledSource` over prepared `split`, with `labels` for its kept `rows`."""
+  names = split_index(builder, split)["name"]
+  if rows is not None:
+    names = names[rows]
+  return sources.LabelledSource(store(builder, split, keep), np.asarray(labels, np.int32),
+                                tuple(str(n) for n in names), rows, None, soft_labels)
+
+
+def parse_lines(path, parse_line):
+  """Applies `parse_line(fields, where)` to every non-empty line of a whitespace-split file."""
+  rows = []
+  with open(path, newline="") as f:
+    for number, line in enumerate(f, 1):
+      if line.strip():
+        rows.append(parse_line(line.split(), f"{path}, line {number}"))
+  return rows
