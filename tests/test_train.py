@@ -205,3 +205,23 @@ def test_missing_init_from_and_bad_batch_size_name_the_problem(tmp_path):
   config = tiny_config(tmp_path, batch_size=7)
   with pytest.raises(ValueError, match="config.batch_size=7"):
     train.train_and_evaluate(config, tmp_path / "w2")
+
+
+def test_raf_db_run_with_noise_records_it_and_a_missing_data_dir_is_named(tmp_path):
+  from tests.test_datasets import make_raf
+
+  make_raf(tmp_path / "raf")
+  config = baseline.get_config("raf_db,noise=0.3,runlocal=true")
+  config.dataset.data_dir = str(tmp_path / "raf")
+  config.dataset.prepared_dir = str(tmp_path / "prepared")
+  config.progress_bar = False
+  summary = train.train_and_evaluate(config, tmp_path / "run")
+  assert summary["dataset"]["num_train"] == 16 and summary["dataset"]["num_test"] == 8
+  assert summary["noise"]["kind"] == "symmetric" and summary["noise"]["rate"] == 0.3
+  saved = np.load(tmp_path / "run/noise/labels.npz")
+  assert summary["noise"]["flipped"] == int(saved["flipped"].sum()) > 0
+  lines = (tmp_path / "run/noise/train_labels.txt").read_text().splitlines()
+  assert len(lines) == 16 and lines[0].split()[0] == "train_00001.jpg"
+  config.dataset.data_dir = str(tmp_path / "no_such_copy")
+  with pytest.raises(ValueError, match="data_dir=.*no_such_copy: no such directory"):
+    train.train_and_evaluate(config, tmp_path / "other")
