@@ -293,3 +293,37 @@ def test_prepared_once_then_read_from_array_record(tmp_path):
   again = sources.load(config)
   np.testing.assert_array_equal(again.train[5]["image"], expected)
   assert again.train.names == first.train.names
+
+
+def test_affectnet_bad_rows_and_boxes_outside_the_image(tmp_path):
+  make_affectnet(tmp_path / "an")
+  lists = tmp_path / "an/Manually_Annotated_file_lists"
+  good = (lists / "training.csv").read_text()
+  config = sources.default_config("affectnet", data_dir=str(tmp_path / "an"),
+                                  prepared_dir=str(tmp_path / "p1"))
+  (lists / "training.csv").write_text(good.replace(",1,0.1,-0.2", ",12,0.1,-0.2", 1))
+  with pytest.raises(prepared.DataError, match="training.csv, line 3: expression 12: expected 0..10"):
+    sources.load(config)
+  lines = good.splitlines()
+  lines[1] = lines[1].replace(";", ",", 1)  # a broken landmark field shifts the columns
+  (lists / "training.csv").write_text("\n".join(lines) + "\n")
+  config.prepared_dir = str(tmp_path / "p2")
+  with pytest.raises(prepared.DataError, match="training.csv, line 2: "):
+    sources.load(config)
+  lines = good.splitlines()
+  lines[1] = lines[1].replace("0/img0.jpg,5,6,", "0/img0.jpg,500,600,", 1)
+  (lists / "training.csv").write_text("\n".join(lines) + "\n")
+  config.update(dict(prepared_dir=str(tmp_path / "p3"), corrupt_images="skip"))
+  dataset = sources.load(config)
+  assert "0/img0.jpg" not in dataset.train.names and "0/img4.jpg" in dataset.train.names
+
+
+def test_folder_test_class_unknown_to_train_is_named(tmp_path):
+  root = tmp_path / "mine"
+  _save(root / "train/happy/0.png", _image(0), "PNG")
+  _save(root / "test/surprised/0.png", _image(1), "PNG")
+  config = sources.default_config("folder", data_dir=str(root),
+                                  prepared_dir=str(tmp_path / "prepared"))
+  with pytest.raises(prepared.DataError, match="test/surprised/0.png: class 'surprised' is not "
+                     "a class of the train split"):
+    sources.load(config)
