@@ -240,6 +240,17 @@ def test_affectnet_crops_protocols_and_balanced_sampler(tmp_path):
   assert list(eight.train.labels) == [c for c in train_codes if c < 8]  # code 9 never kept
   assert list(eight.test.labels) == [r[6] for r in rows["validation"] if r[6] < 8]
   assert eight.test.names[0] == "1/img3.jpg"
+  # The automatically annotated subset is the split train_auto (real label noise).
+  auto = tmp_path / "an2"
+  make_affectnet(auto)
+  (auto / "Automatically_annotated_file_list").mkdir()
+  lines = (auto / "Manually_Annotated_file_lists/training.csv").read_text().splitlines()
+  (auto / "Automatically_annotated_file_list/automatically_annotated.csv").write_text(
+    "\n".join(lines[:4]) + "\n")
+  (auto / "Manually_Annotated_Images").rename(auto / "Automatically_Annotated_Images")
+  (auto / "Manually_Annotated_Images").symlink_to(auto / "Automatically_Annotated_Images")
+  config.update(dict(data_dir=str(auto), train_split="train_auto"))
+  assert list(sources.load(config).train.labels) == train_codes[:3]
   # Balanced sampler: over epochs, each class equally likely per draw despite imbalance.
   labels = np.array([0] * 90 + [1] * 10, np.int32)
   source = sources.LabelledSource(sources.ArrayStore(np.zeros((100, 4, 4, 3), np.uint8)),
