@@ -89,3 +89,42 @@ def test_parse_is_deterministic_and_rejects_unknown_ops():
     augment.parse("resize(32)|rotate(10)")
   with pytest.raises(ValueError, match="'resize\\(32'"):
     augment.parse("resize(32")
+
+
+@pytest.mark.parametrize("name", ["Rotate", "ShearX", "ShearY", "TranslateX", "TranslateY"])
+def test_rand_augment_geometric_ops_move_landmarks_with_pixels(name):
+  """A lone bright pixel at each landmark ends up where the transformed landmark says."""
+  points = np.array([[20.5, 24.5], [40.5, 30.5], [31.5, 44.5]], np.float32)
+  image = np.zeros((64, 64, 3), np.uint8)
+  for x, y in points.astype(int):
+    image[y - 1 : y + 2, x - 1 : x + 2] = 255  # 3x3 blobs survive nearest resampling
+  out = augment._RANDAUG_POOL[name]({"image": image, "landmarks": points}, "image", 9,
+                                    np.random.default_rng(1))
+  assert out["image"].shape == image.shape and out["image"].dtype == np.uint8
+  moved = out["landmarks"]
+  assert np.abs(moved - points).max() > 5  # magnitude 9 really moves them
+  for x, y in moved:
+    assert out["image"][int(y), int(x)].max() == 255, (name, x, y)
+
+
+def test_rand_augment_and_cutout_follow_the_fixmatch_pool():
+  ex = {"image": np.full((8, 8, 3), 200, np.uint8)}
+  assert augment._RANDAUG_POOL["Solarize"](ex, "image", 9, None)["image"][0, 0, 0] == 55
+  assert augment._RANDAUG_POOL["Posterize"](ex, "image", 9, None)["image"][0, 0, 0] == 200 & ~1
+  brighter = augment._RANDAUG_POOL["Brightness"](ex, "image", 9, None)["image"]
+  assert brighter[0, 0, 0] == int(200 * 0.86 + 0.5) or brighter[0, 0, 0] == int(200 * 0.86)
+  # Two ops, then the 16-px grey box: the strong view of NCCTFER, on its own key.
+  op = augment.parse("copy('image_strong')|rand_augment(2, key='image_strong')|"
+                     "cutout(16, key='image_strong')")
+  base = _example(0, 64)
+  changed = 0
+  for seed in range(20):
+    out = op(base, np.random.default_rng(seed))
+    np.testing.assert_array_equal(out["image"], base["image"])  # the weak view is untouched
+    grey = (out["image_strong"] == 127).all(-1)
+    rows, cols = np.nonzero(grey)
+    assert grey.sum() >= 8 * 8 and np.ptp(rows) < 16 and np.ptp(cols) < 16
+    changed += not np.array_equal(out["image_strong"][~grey], base["image"][~grey])
+    again = op(base, np.random.default_rng(seed))
+    np.testing.assert_array_equal(again["image_strong"], out["image_strong"])
+  assert changed >= 10  # each of 2 ops fires with p 0.5, Identity aside

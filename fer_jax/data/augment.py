@@ -18,7 +18,7 @@ import ast
 import math
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageEnhance, ImageOps
 
 from fer_jax.data import synthetic
 
@@ -168,5 +168,113 @@ def sample_label():
     probs = ex.pop("soft_label")
     ex["label"] = np.int32(rng.choice(len(probs), p=probs / probs.sum()))
     return ex
+
+  return op
+
+
+@register
+def copy(dst, src="image"):
+  """A second view: `dst` starts as a copy of `src` (e.g. NCCTFER's strong view `image_strong`),
+  and later ops with `key=dst` change only it."""
+
+  def op(ex, rng):
+    del rng
+    return {**ex, dst: ex[src]}
+
+  return op
+
+
+def _affine(ex, key, matrix):
+  """Applies `matrix` (2x3, output (x, y) -> input) to `key` with nearest sampling and black
+  fill (PIL's defaults, as FixMatch's RandAugment), and moves the landmarks of "image"."""
+  img = ex[key]
+  h, w = img.shape[:2]
+  out = Image.fromarray(img).transform((w, h), Image.Transform.AFFINE, matrix.ravel().tolist(),
+                                       resample=Image.Resampling.NEAREST, fillcolor=0)
+  ex = {**ex, key: np.asarray(out)}
+  if "landmarks" in ex and key == "image":
+    inverse = np.linalg.inv(np.vstack([matrix, [0.0, 0.0, 1.0]]))[:2]
+    points = ex["landmarks"]
+    ex["landmarks"] = (points @ inverse[:, :2].T + inverse[:, 2]).astype(np.float32)
+  return ex
+
+
+def _rotate(ex, key, degrees):
+  """Counter-clockwise about the centre, as PIL's Image.rotate."""
+  h, w = ex[key].shape[:2]
+  a = -math.radians(degrees)
+  rot = np.array([[math.cos(a), math.sin(a)], [-math.sin(a), math.cos(a)]])
+  centre = np.array([w / 2, h / 2])
+  return _affine(ex, key, np.hstack([rot, (centre - rot @ centre)[:, None]]))
+
+
+def _with_pil(ex, key, fn):
+  return {**ex, key: np.asarray(fn(Image.fromarray(ex[key])))}
+
+
+def _enhance(enhancer):
+  return lambda ex, k, v, rng: _with_pil(ex, k, lambda im: enhancer(im).enhance(0.09 * v + 0.05))
+
+
+def _signed(rng, value):
+  return -value if rng.random() < 0.5 else value
+
+
+# FixMatch's RandAugment pool: name -> fn(ex, key, v, rng) with magnitude v in 1..9, mapped to
+# each op's range as v * max / 10 + bias (ncct_scn_rul.md §1.2). The enhance ops only reduce
+# (factor 0.14..0.86), as in that pool.
+_RANDAUG_POOL = {
+  "AutoContrast": lambda ex, k, v, rng: _with_pil(ex, k, ImageOps.autocontrast),
+  "Equalize": lambda ex, k, v, rng: _with_pil(ex, k, ImageOps.equalize),
+  "Identity": lambda ex, k, v, rng: ex,
+  "Brightness": _enhance(ImageEnhance.Brightness),
+  "Color": _enhance(ImageEnhance.Color),
+  "Contrast": _enhance(ImageEnhance.Contrast),
+  "Sharpness": _enhance(ImageEnhance.Sharpness),
+  "Posterize": lambda ex, k, v, rng: _with_pil(
+    ex, k, lambda im: ImageOps.posterize(im, int(0.4 * v) + 4)),
+  "Solarize": lambda ex, k, v, rng: _with_pil(
+    ex, k, lambda im: ImageOps.solarize(im, 256 - int(25.6 * v))),
+  "Rotate": lambda ex, k, v, rng: _rotate(ex, k, _signed(rng, int(3 * v))),
+  "ShearX": lambda ex, k, v, rng: _affine(
+    ex, k, np.array([[1.0, _signed(rng, 0.03 * v), 0.0], [0.0, 1.0, 0.0]])),
+  "ShearY": lambda ex, k, v, rng: _affine(
+    ex, k, np.array([[1.0, 0.0, 0.0], [_signed(rng, 0.03 * v), 1.0, 0.0]])),
+  "TranslateX": lambda ex, k, v, rng: _affine(ex, k, np.array(
+    [[1.0, 0.0, _signed(rng, int(0.03 * v * ex[k].shape[1]))], [0.0, 1.0, 0.0]])),
+  "TranslateY": lambda ex, k, v, rng: _affine(ex, k, np.array(
+    [[1.0, 0.0, 0.0], [0.0, 1.0, _signed(rng, int(0.03 * v * ex[k].shape[0]))]])),
+}
+
+
+@register
+def rand_augment(n=2, p=0.5, key="image"):
+  """FixMatch's RandAugment (NCCTFER's strong view): `n` ops drawn with replacement from the
+  pool, each applied with probability `p` at a magnitude drawn from 1..9."""
+  names = list(_RANDAUG_POOL)
+
+  def op(ex, rng):
+    for name in rng.choice(names, n):
+      magnitude = int(rng.integers(1, 10))
+      if rng.random() < p:
+        ex = _RANDAUG_POOL[name](ex, key, magnitude, rng)
+    return ex
+
+  return op
+
+
+@register
+def cutout(size=16, fill=127, key="image"):
+  """FixMatch's CutoutAbs: a box of up to size x size around a uniform centre, clipped to the
+  image, filled with grey `fill` (in uint8, before normalisation)."""
+
+  def op(ex, rng):
+    img = ex[key]
+    h, w = img.shape[:2]
+    left = int(max(0.0, rng.uniform(0, w) - size / 2))
+    top = int(max(0.0, rng.uniform(0, h) - size / 2))
+    img = img.copy()
+    img[top : min(h, top + size), left : min(w, left + size)] = fill
+    return {**ex, key: img}
 
   return op
