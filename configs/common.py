@@ -24,10 +24,12 @@ def parse_arg(arg, **defaults):
 
 
 # The `:arg` keys every method config takes (it may add its own).
-ARG_DEFAULTS = dict(data="synthetic", noise=0.0, noise_kind="symmetric", runlocal=False)
+ARG_DEFAULTS = dict(data="synthetic", noise=0.0, noise_kind="symmetric", noise_file="",
+                    runlocal=False)
 
 
-def base_config(method, data="synthetic", noise=0.0, noise_kind="symmetric", runlocal=False):
+def base_config(method, data="synthetic", noise=0.0, noise_kind="symmetric", noise_file="",
+                runlocal=False):
   """Defaults for all methods; `data` picks the dataset block.
 
   Args:
@@ -35,6 +37,7 @@ def base_config(method, data="synthetic", noise=0.0, noise_kind="symmetric", run
     data: a dataset known to `dataset_config`.
     noise: rate of synthetic training-label noise (0: the labels as given).
     noise_kind: symmetric | asymmetric_lanet | asymmetric_ncct (see fer_jax/noise.py).
+    noise_file: a noisy label file in the dataset's format (e.g. EAC's noise01.txt) instead.
     runlocal: shrink everything for a smoke test.
   """
   c = mlc.ConfigDict()
@@ -69,7 +72,8 @@ def base_config(method, data="synthetic", noise=0.0, noise_kind="symmetric", run
     c.model.num_classes = c.dataset.get_ref("num_classes")
   # Training-label noise (fer_jax/noise.py): kind none | symmetric | asymmetric_lanet |
   # asymmetric_ncct | file (a noisy label file in the dataset's format, e.g. EAC's noise01.txt).
-  c.noise = mlc.ConfigDict(dict(kind=noise_kind if noise else "none", rate=noise, seed=0, file=""))
+  kind = "file" if noise_file else noise_kind if noise else "none"
+  c.noise = mlc.ConfigDict(dict(kind=kind, rate=noise, seed=0, file=noise_file))
   c.input = mlc.ConfigDict(
     dict(
       image_size=224,

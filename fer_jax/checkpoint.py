@@ -3,12 +3,29 @@
 Each checkpoint holds three items:
   state  the TrainState and the base RNG key (StandardSave, restored onto an abstract target so
          optax's NamedTuples come back typed);
-  data   the grain iterator state (JSON), so a resumed run sees the same next batch;
+  data   every process's grain iterator state (JSON, gathered to the process that writes it),
+         so a resumed run sees the same next batches on every host;
   meta   the per-epoch evaluation history (JSON), so best / mean-of-last-5 survive restarts.
 """
 
+import json
+
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
+from jax.experimental import multihost_utils
+
+
+def _gather_json(value):
+  """[value of process 0, value of process 1, ...] on every process."""
+  if jax.process_count() == 1:
+    return [value]
+  data = np.frombuffer(json.dumps(value).encode(), np.uint8)
+  lengths = multihost_utils.process_allgather(np.array([len(data)], np.int32)).reshape(-1)
+  padded = np.zeros(lengths.max(), np.uint8)
+  padded[: len(data)] = data
+  rows = multihost_utils.process_allgather(padded).reshape(len(lengths), -1)
+  return [json.loads(row[:n].tobytes()) for row, n in zip(rows, lengths)]
 
 
 class Checkpointer:
@@ -30,7 +47,7 @@ class Checkpointer:
       step,
       args=ocp.args.Composite(
         state=ocp.args.StandardSave({"state": state, "rng": rng}),
-        data=ocp.args.JsonSave(data_state),
+        data=ocp.args.JsonSave({"per_process": _gather_json(data_state)}),
         meta=ocp.args.JsonSave(meta),
       ),
     )
@@ -52,7 +69,12 @@ class Checkpointer:
         meta=ocp.args.JsonRestore(),
       ),
     )
-    return restored.state["state"], restored.state["rng"], restored.data, restored.meta
+    per_process = restored.data["per_process"]
+    if len(per_process) != jax.process_count():
+      raise ValueError(f"checkpoint {step} in {self._manager.directory} was written by "
+                       f"{len(per_process)} processes; this run has {jax.process_count()}")
+    return (restored.state["state"], restored.state["rng"], per_process[jax.process_index()],
+            restored.meta)
 
   def close(self):
     self._manager.wait_until_finished()

@@ -5,7 +5,8 @@ r"""Converts PyTorch ResNet checkpoints to fer_jax model directories.
 
 Accepts the MS-Celeb-1M `resnet18_msceleb.pth` (a dict with `state_dict`, torchvision names,
 1000-way fc), bare torchvision state_dicts (ResNet-18 or -50), a `module.` prefix
-(DataParallel), and whole trained FER models (backbone + 7/8-way `fc`). `fc` becomes the head
+(DataParallel), whole trained FER models (backbone + 7/8-way `fc`), and EAC's VGGFace2
+`resnet50_ft_weight.pkl` (a pickle of numpy arrays for the Caffe-style ResNet-50, 8631-way fc). `fc` becomes the head
 only when its size equals the number of class names; otherwise it is dropped and the model
 directory holds the backbone alone.
 
@@ -15,6 +16,8 @@ lists the keys.
 """
 
 import logging
+import pathlib
+import pickle
 import re
 
 import flax
@@ -90,15 +93,32 @@ def infer_arch(state_dict, source):
   return ("resnet50" if "layer1.0.conv3.weight" in state_dict else "resnet18"), width
 
 
+def read_checkpoint(src):
+  """A torch.save file, or a pickle of numpy arrays (the VGGFace2 `resnet50_ft_weight.pkl`,
+  written by Python 2, hence latin1)."""
+  if pathlib.Path(src).suffix == ".pkl":
+    with open(src, "rb") as f:
+      return pickle.load(f, encoding="latin1")
+  return torch_files.load(src)
+
+
 def convert(src, out, class_names=classes.RAF_DB, image_size=224,
-            mean=pipeline.IMAGENET_MEAN, std=pipeline.IMAGENET_STD):
+            mean=pipeline.IMAGENET_MEAN, std=pipeline.IMAGENET_STD, arch=None):
   """Converts the PyTorch checkpoint `src` into the model directory `out`.
+
+  Args:
+    arch: a key of `resnet.ARCHS`; default: inferred from the keys, and `resnet50_caffe` for
+      a .pkl (the Caffe-style ResNet-50 has the same keys and shapes as torchvision's).
 
   Returns:
     The model.json metadata written.
   """
-  state_dict = find_state_dict(torch_files.load(src), src)
-  arch, width = infer_arch(state_dict, src)
+  state_dict = find_state_dict(read_checkpoint(src), src)
+  inferred, width = infer_arch(state_dict, src)
+  if arch is None:
+    arch = "resnet50_caffe" if pathlib.Path(src).suffix == ".pkl" else inferred
+  if arch.startswith("resnet50") != inferred.startswith("resnet50"):
+    raise ValueError(f"{src}: holds a {inferred}, not a {arch}")
   variables, has_head = torch_to_flax(state_dict, len(class_names), src)
   model = resnet.Classifier(arch, len(class_names), width)
   abstract = jax.eval_shape(
@@ -112,7 +132,10 @@ def convert(src, out, class_names=classes.RAF_DB, image_size=224,
   return meta
 
 
-flags.DEFINE_string("torch", None, "PyTorch checkpoint (.pth/.pt/.tar).")
+flags.DEFINE_string("torch", None, "PyTorch checkpoint (.pth/.pt/.tar), or the VGGFace2 "
+                    "resnet50_ft_weight.pkl of EAC.")
+flags.DEFINE_enum("arch", None, sorted(resnet.ARCHS), "Backbone; default: inferred "
+                  "(resnet50_caffe for a .pkl).")
 flags.DEFINE_string("out", None, "Output model directory (must not hold a model already).")
 flags.DEFINE_list("class_names", list(classes.RAF_DB),
                   "Class names in the model's output order (default: RAF-DB basic order).")
@@ -125,7 +148,7 @@ def main(argv):
   del argv
   f = flags.FLAGS
   meta = convert(f.torch, f.out, tuple(f.class_names), f.image_size,
-                 tuple(map(float, f.mean)), tuple(map(float, f.std)))
+                 tuple(map(float, f.mean)), tuple(map(float, f.std)), f.arch)
   print(f"wrote {f.out}: {meta['arch']} width {meta['width']}, "
         f"{'with' if meta['has_head'] else 'without'} a {meta['num_classes']}-way head")
 

@@ -1,7 +1,8 @@
 r"""Command line: train and evaluate one config.
 
   python -m fer_jax.main --config configs/baseline.py:synthetic --workdir runs/baseline \
-      [--config.num_epochs=20 ...] [--distributed]
+      [--config.num_epochs=20 ...] [--distributed [--coordinator_address=HOST:PORT
+      --num_processes=N --process_id=I]]
 
 Re-running the same command in the same workdir resumes from the latest checkpoint.
 """
@@ -11,7 +12,12 @@ from ml_collections import config_flags
 
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and results.")
 flags.DEFINE_bool("distributed", False,
-                  "Call jax.distributed.initialize() first (multi-host: one process per host).")
+                  "Call jax.distributed.initialize() first (multi-host: one process per host). "
+                  "On TPU pods and SLURM the cluster is detected; elsewhere give the three "
+                  "flags below.")
+flags.DEFINE_string("coordinator_address", None, "With --distributed: host:port of process 0.")
+flags.DEFINE_integer("num_processes", None, "With --distributed: the number of processes.")
+flags.DEFINE_integer("process_id", None, "With --distributed: this process's index.")
 config_flags.DEFINE_config_file("config", None, "Config file, e.g. configs/baseline.py:synthetic.",
                                 lock_config=True)
 flags.mark_flags_as_required(["config", "workdir"])
@@ -37,8 +43,9 @@ def main(argv):
   logging.get_absl_handler().addFilter(_QuietLibraries())
   import jax
 
-  if flags.FLAGS.distributed:
-    jax.distributed.initialize()
+  f = flags.FLAGS
+  if f.distributed:
+    jax.distributed.initialize(f.coordinator_address, f.num_processes, f.process_id)
   from fer_jax import train
 
   logging.info("JAX devices: %s (process %d of %d)", jax.devices(), jax.process_index(),

@@ -18,6 +18,8 @@ import numpy as np
 import optax
 import tqdm
 from clu import parameter_overview
+from flax import traverse_util
+from jax.experimental import multihost_utils
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
@@ -117,22 +119,29 @@ def _check_config(workdir, config):
   path = pathlib.Path(workdir) / "config.json"
   new = json.loads(config.to_json_best_effort())
   if path.exists():
-    old = json.loads(path.read_text())
-    flat = lambda d, p="": (  # noqa: E731
-      {k2: v2 for k, v in d.items() for k2, v2 in flat(v, f"{p}{k}.").items()}
-      if isinstance(d, dict) else {p[:-1]: d}
-    )
-    changed = sorted(
-      k for k in set(flat(old)) | set(flat(new))
-      if flat(old).get(k) != flat(new).get(k) and k not in _RESUMABLE_CHANGES
-    )
+    old = traverse_util.flatten_dict(json.loads(path.read_text()), sep=".")
+    now = traverse_util.flatten_dict(new, sep=".")
+    changed = sorted(k for k in set(old) | set(now)
+                     if old.get(k) != now.get(k) and k not in _RESUMABLE_CHANGES)
     if changed:
       raise ValueError(
         f"{path}: this workdir holds a run with a different config (fields {changed}); "
         "use a new --workdir, or the same config to resume"
       )
   if jax.process_index() == 0:
-    path.write_text(json.dumps(new, indent=2) + "\n")
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(new, indent=2) + "\n")
+    tmp.replace(path)  # atomic: other hosts reading it never see half a file
+
+
+def _load_dataset(dataset_config):
+  """Process 0 loads (and, the first time, prepares) the dataset before the other hosts, so
+  hosts that share a prepared_dir never prepare it concurrently."""
+  if jax.process_index() == 0:
+    dataset = sources.load(dataset_config)
+  if jax.process_count() > 1:
+    multihost_utils.sync_global_devices("fer_jax: dataset ready")
+  return dataset if jax.process_index() == 0 else sources.load(dataset_config)
 
 
 def train_and_evaluate(config, workdir):
@@ -153,7 +162,7 @@ def train_and_evaluate(config, workdir):
       f"config.batch_size={config.batch_size} and config.eval_batch_size="
       f"{config.eval_batch_size} must be multiples of the device count {n_dev}"
     )
-  dataset = sources.load(config.dataset)
+  dataset = _load_dataset(config.dataset)
   dataset, noise_report = noise.apply(
     dataset, config.noise, workdir / "noise" if jax.process_index() == 0 else None)
   for split in ("train", "test"):
@@ -176,7 +185,9 @@ def train_and_evaluate(config, workdir):
   steps_per_epoch = math.ceil(num_train / config.batch_size)
   total_steps = steps_per_epoch * config.num_epochs
   tx, lr_fns = optim.make(config.optimizer, steps_per_epoch, total_steps)
-  rng, init_rng = jax.random.split(jax.random.key(config.seed))
+  # Made by a jitted function so the keys are global arrays (every host saves and restores them).
+  rng, init_rng = jax.jit(lambda: tuple(jax.random.split(jax.random.key(config.seed))),
+                          out_shardings=replicated)()
   state = create_state(config, model, tx, method, num_train, init_rng, replicated)
   parameter_overview.log_parameter_overview(jax.device_get(state.params))
 

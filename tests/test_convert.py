@@ -119,3 +119,33 @@ def test_init_from_loads_converted_backbone_into_training_state(tmp_path):
   np.testing.assert_array_equal(state.batch_stats["backbone"]["bn1"]["var"],
                                 loaded["batch_stats"]["backbone"]["bn1"]["var"])
   assert pipeline.IMAGENET_MEAN == tuple(weights.load(tmp_path / "w")[1]["mean"])
+
+
+def test_vggface2_pickle_gives_the_caffe_resnet50(tmp_path):
+  """EAC's resnet50_ft_weight.pkl: a latin1 pickle of numpy arrays, Caffe-style ResNet-50
+  (stride on the first 1x1, ceil-mode max-pool without padding), 8631-way fc dropped."""
+  import pickle
+
+  ref = torch_resnet.make("resnet50_caffe", 8631, width=8)
+  src = tmp_path / "resnet50_ft_weight.pkl"
+  with open(src, "wb") as f:
+    pickle.dump({k: v.numpy() for k, v in ref.state_dict().items()
+                 if not k.endswith("num_batches_tracked")}, f, protocol=2)
+  meta = convert.convert(str(src), tmp_path / "out")
+  assert meta["arch"] == "resnet50_caffe" and not meta["has_head"]
+  variables, _ = weights.load(tmp_path / "out")
+  # 66 px: odd maps after the stem (33), where ceil-mode pooling and padding 1 disagree.
+  x = torch.randn(2, 3, 66, 66, generator=torch.Generator().manual_seed(3))
+  model = resnet.Classifier("resnet50_caffe", 7, 8)
+  merged = weights.merge(model.init(jax.random.key(0), jnp.zeros((1, 66, 66, 3))), variables,
+                         source="test")
+  _, feats = model.apply(merged, jnp.asarray(x.numpy().transpose(0, 2, 3, 1)))
+  with torch.no_grad():
+    h = ref.maxpool(torch.relu(ref.bn1(ref.conv1(x))))
+    for i in range(1, 5):
+      h = getattr(ref, f"layer{i}")(h)
+  assert feats["stage4"].shape[1:3] == h.shape[2:]
+  np.testing.assert_allclose(feats["pre_logits"], h.mean((2, 3)).numpy(), rtol=1e-4, atol=1e-5)
+  # The torchvision layout gives different features from the same weights.
+  plain = resnet.Classifier("resnet50", 7, 8).apply(merged, jnp.asarray(x.numpy().transpose(0, 2, 3, 1)))[1]
+  assert np.abs(np.asarray(plain["pre_logits"]) - h.mean((2, 3)).numpy()).max() > 1e-3

@@ -225,3 +225,64 @@ def test_raf_db_run_with_noise_records_it_and_a_missing_data_dir_is_named(tmp_pa
   config.dataset.data_dir = str(tmp_path / "no_such_copy")
   with pytest.raises(ValueError, match="data_dir=.*no_such_copy: no such directory"):
     train.train_and_evaluate(config, tmp_path / "other")
+
+
+def test_bfloat16_compute_keeps_float32_state_and_tracks_float32(tmp_path):
+  """Mixed precision: activations in bf16, params/BN stats/optimiser in f32, same training."""
+  config = tiny_config(tmp_path)
+  dataset = sources.load(config.dataset)
+  it = iter(pipeline.train_dataset(dataset.train, config.input.train_ops, batch_size=8, seed=0))
+  batches = [next(it)] * 6  # one batch, repeated: the loss must fall
+  losses32, state32 = _run_steps(config, jax.devices()[:1], batches)
+  config.dtype = "bfloat16"
+  losses16, state16 = _run_steps(config, jax.devices()[:1], batches)
+  for tree in (state16.params, state16.batch_stats, state16.opt_state):
+    assert {str(x.dtype) for x in jax.tree.leaves(tree) if hasattr(x, "dtype")
+            and np.issubdtype(x.dtype, np.floating)} == {"float32"}
+  assert losses16[-1] < losses16[0] - 0.2
+  np.testing.assert_allclose(losses16, losses32, rtol=0.05)
+  model = train.get_method(config).build_model(config)
+  x = pipeline.to_model_input(jax.tree.map(jax.numpy.asarray, batches[0]),
+                              dtype=jax.numpy.bfloat16)["image"]
+  logits, feats = model.apply({"params": state16.params, "batch_stats": state16.batch_stats}, x)
+  assert feats["stage4"].dtype == jax.numpy.bfloat16 and logits.dtype == jax.numpy.float32
+
+
+def _two_host_run(workdir, epochs):
+  import socket
+
+  with socket.socket() as s:
+    s.bind(("localhost", 0))
+    port = s.getsockname()[1]
+  env = dict(os.environ, XLA_FLAGS="", PYTHONPATH=str(ROOT),
+             JAX_CPU_COLLECTIVES_IMPLEMENTATION="gloo")  # CPU collectives across processes
+  procs = [subprocess.Popen(
+    [sys.executable, "-m", "fer_jax.main", "--config", "configs/baseline.py:runlocal=true",
+     "--workdir", str(workdir), "--config.progress_bar=false", f"--config.num_epochs={epochs}",
+     "--config.dataset.cache_dir", str(workdir.parent), "--distributed",
+     f"--coordinator_address=localhost:{port}", "--num_processes=2", f"--process_id={i}"],
+    cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    for i in range(2)]
+  logs = [p.communicate(timeout=400)[0] for p in procs]
+  for p, log in zip(procs, logs):
+    assert p.returncode == 0, log[-3000:]
+  return logs
+
+
+def test_two_processes_train_as_one_and_resume_each_data_position(tmp_path):
+  """Multi-host data parallelism on one machine: two processes of one CPU device each."""
+  workdir = tmp_path / "run"
+  logs = _two_host_run(workdir, 2)
+  assert "process 0 of 2" in logs[0] and "process 1 of 2" in logs[1]
+  first = json.loads((workdir / "summary.json").read_text())
+  assert len(first["history"]) == 2
+  # Both processes evaluate the same global model on disjoint halves of the test set.
+  accuracies = [[line.split("eval_accuracy=")[1].split(",")[0] for line in log.splitlines()
+                 if "eval_accuracy=" in line] for log in logs]
+  assert accuracies[0] == accuracies[1] and len(accuracies[0]) == 2
+  saved = next(p for p in (workdir / "checkpoints").iterdir() if p.name.isdigit())
+  per_process = json.loads((saved / "data" / "metadata").read_text())["per_process"]
+  assert len(per_process) == 2  # each host's iterator position is kept
+  logs = _two_host_run(workdir, 3)  # one more epoch: both resume from their own position
+  assert all("Resumed from" in log for log in logs)
+  assert len(json.loads((workdir / "summary.json").read_text())["history"]) == 3

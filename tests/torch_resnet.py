@@ -27,12 +27,14 @@ class BasicBlock(nn.Module):
 
 class Bottleneck(nn.Module):
   expansion = 4
+  stride_on_1x1 = False  # True: Caffe style (EAC's VGGFace2 ResNet-50)
 
   def __init__(self, cin, width, stride):
     super().__init__()
-    self.conv1 = nn.Conv2d(cin, width, 1, bias=False)
+    first, second = (stride, 1) if self.stride_on_1x1 else (1, stride)
+    self.conv1 = nn.Conv2d(cin, width, 1, first, bias=False)
     self.bn1 = nn.BatchNorm2d(width)
-    self.conv2 = nn.Conv2d(width, width, 3, stride, 1, bias=False)
+    self.conv2 = nn.Conv2d(width, width, 3, second, 1, bias=False)
     self.bn2 = nn.BatchNorm2d(width)
     self.conv3 = nn.Conv2d(width, width * 4, 1, bias=False)
     self.bn3 = nn.BatchNorm2d(width * 4)
@@ -45,6 +47,10 @@ class Bottleneck(nn.Module):
     return torch.relu(y + (self.downsample(x) if self.downsample is not None else x))
 
 
+class CaffeBottleneck(Bottleneck):
+  stride_on_1x1 = True
+
+
 def _downsample(cin, width, stride, expansion):
   if stride == 1 and cin == width * expansion:
     return None
@@ -53,11 +59,11 @@ def _downsample(cin, width, stride, expansion):
 
 
 class ResNet(nn.Module):
-  def __init__(self, block, layers, num_classes, width=64):
+  def __init__(self, block, layers, num_classes, width=64, ceil_pool=False):
     super().__init__()
     self.conv1 = nn.Conv2d(3, width, 7, 2, 3, bias=False)
     self.bn1 = nn.BatchNorm2d(width)
-    self.maxpool = nn.MaxPool2d(3, 2, 1)
+    self.maxpool = nn.MaxPool2d(3, 2, 0, ceil_mode=True) if ceil_pool else nn.MaxPool2d(3, 2, 1)
     cin = width
     for i, n in enumerate(layers):
       blocks = []
@@ -78,8 +84,9 @@ def make(arch, num_classes, width=64, seed=0):
   """A randomly initialised eval-mode model with non-trivial BN running statistics."""
   torch.manual_seed(seed)
   block, layers = {"resnet18": (BasicBlock, (2, 2, 2, 2)),
-                   "resnet50": (Bottleneck, (3, 4, 6, 3))}[arch]
-  model = ResNet(block, layers, num_classes, width)
+                   "resnet50": (Bottleneck, (3, 4, 6, 3)),
+                   "resnet50_caffe": (CaffeBottleneck, (3, 4, 6, 3))}[arch]
+  model = ResNet(block, layers, num_classes, width, ceil_pool=arch == "resnet50_caffe")
   with torch.no_grad():
     for m in model.modules():
       if isinstance(m, nn.BatchNorm2d):

@@ -1,4 +1,5 @@
-"""ResNet-18/-50 in torchvision layout, NHWC, with PyTorch padding and BatchNorm.
+"""ResNet-18/-50 in torchvision layout (and EAC's Caffe-style ResNet-50), NHWC, with PyTorch
+padding and BatchNorm.
 
 Parameter names mirror torchvision's state_dict so conversion is a rename:
 `layer2.0.downsample.1.weight` -> `layer2_0/downsample_1/scale`.
@@ -55,18 +56,21 @@ class BasicBlock(nn.Module):
 
 
 class Bottleneck(nn.Module):
-  """1x1 -> 3x3 -> 1x1 (x4); torchvision v1.5 puts the stride on the 3x3."""
+  """1x1 -> 3x3 -> 1x1 (x4); torchvision v1.5 puts the stride on the 3x3, the Caffe-style v1
+  (`stride_on_1x1`, the VGGFace2 ResNet-50 of EAC) on the first 1x1."""
 
   features: int
   stride: int
   dtype: Any = jnp.float32
+  stride_on_1x1: bool = False
   expansion = 4
 
   @nn.compact
   def __call__(self, x, train):
-    y = _conv(self.features, 1, 1, "conv1", self.dtype)(x)
+    first, second = (self.stride, 1) if self.stride_on_1x1 else (1, self.stride)
+    y = _conv(self.features, 1, first, "conv1", self.dtype)(x)
     y = nn.relu(_norm(train, "bn1", self.dtype)(y))
-    y = _conv(self.features, 3, self.stride, "conv2", self.dtype)(y)
+    y = _conv(self.features, 3, second, "conv2", self.dtype)(y)
     y = nn.relu(_norm(train, "bn2", self.dtype)(y))
     y = _conv(self.features * 4, 1, 1, "conv3", self.dtype)(y)
     y = _norm(train, "bn3", self.dtype)(y)
@@ -92,6 +96,9 @@ class ResNet(nn.Module):
   block: type[nn.Module]
   width: int = 64
   dtype: Any = jnp.float32
+  # Caffe's max-pool: no padding, ceil mode (the last window may hang over the bottom/right
+  # edge), instead of torchvision's padding 1.
+  ceil_pool: bool = False
 
   @nn.compact
   def __call__(self, x, train: bool = False):
@@ -99,7 +106,8 @@ class ResNet(nn.Module):
     x = _conv(self.width, 7, 2, "conv1", self.dtype)(x)
     x = nn.relu(_norm(train, "bn1", self.dtype)(x))
     # torchvision's MaxPool2d(3, 2, padding=1) pads with -inf, as reduce_window does here.
-    x = nn.max_pool(x, (3, 3), (2, 2), padding=((1, 1), (1, 1)))
+    pad = ((0, 1), (0, 1)) if self.ceil_pool else ((1, 1), (1, 1))
+    x = nn.max_pool(x, (3, 3), (2, 2), padding=pad)
     feats = {}
     for i, blocks in enumerate(self.stage_sizes):
       for j in range(blocks):
@@ -113,6 +121,11 @@ class ResNet(nn.Module):
 ARCHS = {
   "resnet18": functools.partial(ResNet, stage_sizes=(2, 2, 2, 2), block=BasicBlock),
   "resnet50": functools.partial(ResNet, stage_sizes=(3, 4, 6, 3), block=Bottleneck),
+  # EAC's default backbone (eac.md §1): same parameters as resnet50, Caffe stride placement
+  # and pooling, loaded from the VGGFace2 `resnet50_ft_weight.pkl`.
+  "resnet50_caffe": functools.partial(
+    ResNet, stage_sizes=(3, 4, 6, 3), block=functools.partial(Bottleneck, stride_on_1x1=True),
+    ceil_pool=True),
 }
 
 
