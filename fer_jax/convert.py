@@ -5,7 +5,9 @@ r"""Converts PyTorch ResNet checkpoints to fer_jax model directories.
 
 Accepts the MS-Celeb-1M `resnet18_msceleb.pth` (a dict with `state_dict`, torchvision names,
 1000-way fc), bare torchvision state_dicts (ResNet-18 or -50), a `module.` prefix
-(DataParallel), whole trained FER models (backbone + 7/8-way `fc`), and EAC's VGGFace2
+(DataParallel), whole trained FER models (backbone + 7/8-way `fc`), the MS-Celeb
+`res18_naive.pth_MSceleb.tar` of SCN/DNFER/NCCTFER (`module.` prefix, plus a `feature` Linear
+that is dropped), and EAC's VGGFace2
 `resnet50_ft_weight.pkl` (a pickle of numpy arrays for the Caffe-style ResNet-50, 8631-way fc). `fc` becomes the head
 only when its size equals the number of class names; otherwise it is dropped and the model
 directory holds the backbone alone.
@@ -56,6 +58,9 @@ def torch_to_flax(state_dict, num_classes, source):
   flat, unused = {}, []
   for key, value in state_dict.items():
     parts = key.split(".")
+    if parts[0] == "feature":  # the 512->256 Linear of the DREAM/IJB-A res18_naive checkpoint
+      logging.info("%s: dropping %s %s (not part of a ResNet)", source, key, value.shape)
+      continue
     if parts[0] == "fc":
       if value.shape[0] != num_classes:
         logging.info("%s: dropping %s %s (not %d classes)", source, key, value.shape, num_classes)

@@ -9,13 +9,15 @@ import optax
 def schedule(opt_config, lr, steps_per_epoch, total_steps):
   """The learning rate as a function of the step.
 
-  exponential: lr * decay_rate**epoch, stepped at epoch ends (torch ExponentialLR).
+  exponential: lr * decay_rate**(epoch // decay_every_epochs), stepped at epoch ends (torch
+    ExponentialLR, or StepLR with decay_every_epochs > 1).
   linear: lr to 0 over all steps, per step (LA-Net).
   constant: lr.
   """
   kind = opt_config.schedule
   if kind == "exponential":
-    return optax.exponential_decay(lr, steps_per_epoch, opt_config.decay_rate, staircase=True)
+    return optax.exponential_decay(lr, steps_per_epoch * opt_config.decay_every_epochs,
+                                   opt_config.decay_rate, staircase=True)
   if kind == "linear":
     return optax.linear_schedule(lr, 0.0, total_steps)
   if kind == "constant":

@@ -82,9 +82,9 @@ def test_missing_and_misshaped_keys_fail_loudly(tmp_path):
   torch.save(bad, tmp_path / "bad.pth")
   with pytest.raises(ValueError, match="layer1_0/conv1/kernel: shape"):
     convert.convert(str(tmp_path / "bad.pth"), tmp_path / "b")
-  stray = dict(sd, **{"feature.weight": torch.zeros(4, 4)})
+  stray = dict(sd, **{"projection.weight": torch.zeros(4, 4)})
   torch.save(stray, tmp_path / "stray.pth")
-  with pytest.raises(ValueError, match="feature.weight"):
+  with pytest.raises(ValueError, match="projection.weight"):
     convert.convert(str(tmp_path / "stray.pth"), tmp_path / "c")
   assert not any((tmp_path / d).exists() for d in "abc")
 
@@ -149,3 +149,19 @@ def test_vggface2_pickle_gives_the_caffe_resnet50(tmp_path):
   # The torchvision layout gives different features from the same weights.
   plain = resnet.Classifier("resnet50", 7, 8).apply(merged, jnp.asarray(x.numpy().transpose(0, 2, 3, 1)))[1]
   assert np.abs(np.asarray(plain["pre_logits"]) - h.mean((2, 3)).numpy()).max() > 1e-3
+
+
+def test_res18_naive_format_drops_the_dream_feature_layer(tmp_path):
+  """SCN/DNFER/NCCTFER's res18_naive.pth_MSceleb.tar: `module.` keys plus DREAM's 512->256
+  `feature` Linear and an fc on top of it; the backbone must come through whole."""
+  ref = torch_resnet.make("resnet18", 7, width=8)
+  backbone = {k: v for k, v in ref.state_dict().items() if not k.startswith("fc.")}
+  extra = {"feature.weight": torch.zeros(256, 64), "feature.bias": torch.zeros(256),
+           "fc.weight": torch.zeros(1000, 256), "fc.bias": torch.zeros(1000)}
+  src = tmp_path / "res18_naive.pth_MSceleb.tar"
+  torch.save({"state_dict": {f"module.{k}": v for k, v in {**backbone, **extra}.items()}}, src)
+  meta = convert.convert(str(src), tmp_path / "out")
+  assert meta["arch"] == "resnet18" and not meta["has_head"]
+  variables, _ = weights.load(tmp_path / "out")
+  np.testing.assert_array_equal(variables["params"]["backbone"]["conv1"]["kernel"],
+                                backbone["conv1.weight"].numpy().transpose(2, 3, 1, 0))

@@ -35,6 +35,9 @@ DEFAULTS = dict(
   corrupt_images="fail",  # fail | skip: what to do with images that cannot be decoded
   train_split="train",
   test_split="test",
+  # Label indices in another class order: "affectnet" or comma-separated names (NCCTFER
+  # trains every dataset in AffectNet's order); empty: the dataset's own.
+  class_order="",
 )
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 _CHUNK = 512  # rows decoded ahead of the writer

@@ -148,6 +148,41 @@ def default_config(name, **overrides):
   return config
 
 
+def reorder(dataset, class_names):
+  """`dataset` with labels re-indexed to `class_names` (matched by canonical name, e.g.
+  NCCTFER's AffectNet order for every dataset)."""
+  from fer_jax.data import classes
+
+  have = [classes.canonical(n) for n in dataset.class_names]
+  want = [classes.canonical(n) for n in class_names]
+  if sorted(have) != sorted(want):
+    raise ValueError(f"class order {list(class_names)}: dataset {dataset.name!r} has the classes "
+                     f"{list(dataset.class_names)}")
+  index = np.array([want.index(n) for n in have], np.int32)
+
+  def relabel(split):
+    return dataclasses.replace(
+      split, labels=index[split.labels],
+      clean_labels=None if split.clean_labels is None else index[split.clean_labels],
+      soft_labels=None if split.soft_labels is None else split.soft_labels[:, np.argsort(index)])
+
+  return dataclasses.replace(dataset, class_names=tuple(class_names), train=relabel(dataset.train),
+                             test=relabel(dataset.test))
+
+
 def load(dataset_config):
-  """Loads `fer_jax.data.<dataset_config.name>`."""
-  return _module(dataset_config.name).load(dataset_config)
+  """Loads `fer_jax.data.<dataset_config.name>`, in `class_order` if the config sets one."""
+  dataset = _module(dataset_config.name).load(dataset_config)
+  if dataset_config.class_order:
+    dataset = reorder(dataset, classes_by_name(dataset_config.class_order,
+                                               len(dataset.class_names)))
+  return dataset
+
+
+def classes_by_name(order, num_classes):
+  """A class order: "affectnet" (its first `num_classes`), or comma-separated names."""
+  from fer_jax.data import classes
+
+  if order == "affectnet":
+    return classes.AFFECTNET[:num_classes]
+  return tuple(n.strip() for n in order.split(","))

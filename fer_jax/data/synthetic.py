@@ -41,7 +41,8 @@ _PROTOTYPES = np.array(
 # imbalanced like RAF-DB (happiness most, fear least) but every class has enough examples.
 _RAF_TRAIN_COUNTS = np.array([1290, 281, 717, 4772, 1982, 705, 2524])
 _CANVAS = 128  # drawn at 128 px, then downsampled with antialiasing
-DEFAULTS = dict(num_train=3000, num_test=700, image_size=64, seed=0, cache_dir="~/.cache/fer_jax")
+DEFAULTS = dict(num_train=3000, num_test=700, image_size=64, seed=0, cache_dir="~/.cache/fer_jax",
+                class_order="")
 
 
 def class_counts(num_examples):

@@ -1,0 +1,118 @@
+"""NCCTFER: the toy checks of ncct_scn_rul.md §8, gradient paths, warm-up, a tiny run."""
+
+import json
+import types
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from configs import ncct as ncct_config
+from fer_jax import train
+from fer_jax.data import classes, sources
+from fer_jax.methods import ncct
+
+TOY_PROBS = jnp.array([[.9, .05, .05], [.3, .6, .1], [.2, .7, .1], [.5, .2, .3]])
+TOY_LABELS = jnp.array([0, 0, 1, 2])
+
+
+def test_thresholds_and_confident_sets_on_the_spec_toy_batch():
+  sure, t = ncct.confident(TOY_PROBS, TOY_LABELS, "clamped_batch_mean")
+  np.testing.assert_allclose(t, [0.4625, 0.4875, 0.35], atol=1e-6)
+  # Sample 3 is confident by the tie 0.35 == 0.35; sample 1 is not.
+  assert sure.tolist() == [True, False, True, True]
+  sure, t = ncct.confident(TOY_PROBS, TOY_LABELS, "batch_mean")  # DNFER: no clamp
+  np.testing.assert_allclose(t, [0.475, 0.3875, 0.1375], atol=1e-6)
+  assert sure.tolist() == [True, False, True, True]
+  _, t = ncct.confident(TOY_PROBS, TOY_LABELS, "class_mean")  # the paper's text
+  np.testing.assert_allclose(t, [0.6, 0.7, 0.3], atol=1e-6)
+
+
+def test_mask_and_consistency_values():
+  p = jnp.array([[.30, .05, .20, .10, .15, .12, .08]])
+  np.testing.assert_array_equal(ncct.least_probable_mask(p, 4), [[0, 1, 0, 1, 0, 1, 1]])
+  weak = jnp.log(p)
+  strong = jax.random.normal(jax.random.key(0), (1, 7))
+  expected = -jnp.sum(jnp.array([0, 1, 0, 1, 0, 1, 1]) * p * jax.nn.log_softmax(strong))
+  got = ncct.masked_consistency(weak, strong, jnp.array([True]), 4, "k_smallest", "weak")
+  assert float(got) == pytest.approx(float(expected), rel=1e-5)
+  none = ncct.masked_consistency(weak, strong, jnp.array([False]), 4, "k_smallest", "weak")
+  assert float(none) == 0.0  # no non-confident sample: no consistency term
+  # The code's gradient path: through the weak view's P, never the strong view's logits.
+  grad_weak, grad_strong = jax.grad(
+    lambda w, s: ncct.masked_consistency(w, s, jnp.array([True]), 4, "k_smallest", "weak"),
+    argnums=(0, 1))(weak, strong)
+  assert jnp.abs(grad_weak).max() > 0 and jnp.abs(grad_strong).max() == 0
+  grad_strong = jax.grad(lambda s: ncct.masked_consistency(
+    weak, s, jnp.array([True]), 4, "k_smallest", "strong"))(strong)
+  assert jnp.abs(grad_strong).max() > 0
+
+
+def test_confident_ce_sums_and_falls_back_to_the_mean():
+  logits = jnp.array([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0]])
+  labels = jnp.array([0, 0, 0])
+  ce = np.asarray(jax.vmap(lambda z, y: -jax.nn.log_softmax(z)[y])(logits, labels))
+  assert float(ncct._confident_ce(logits, labels, jnp.array([True, True, False]), "sum")) == (
+    pytest.approx(ce[0] + ce[1]))
+  assert float(ncct._confident_ce(logits, labels, jnp.zeros(3, bool), "sum")) == (
+    pytest.approx(ce.mean()))
+
+
+def _state_and_batch(config, step):
+  model = ncct.build_model(config)
+  x = jax.random.normal(jax.random.key(1), (8, 32, 32, 3))
+  variables = model.init(jax.random.key(0), x)
+  state = types.SimpleNamespace(batch_stats=variables["batch_stats"], step=jnp.int32(step),
+                                extra={"steps_per_epoch": jnp.int32(10)})
+  batch = {"image": x, "image_strong": x[:, ::-1], "label": jnp.arange(8) % 7,
+           "clean_label": jnp.zeros(8, jnp.int32)}
+  return model, variables["params"], state, batch
+
+
+def test_warmup_then_robust_stage_and_negative_head_training():
+  config = ncct_config.get_config("synthetic,runlocal=true")
+  model, params, state, batch = _state_and_batch(config, step=39)  # epoch 3 < 4: warm-up
+  loss, aux = ncct.loss_fn(params, state, batch, jax.random.key(2), model=model, config=config)
+  m = aux["metrics"]
+  assert float(loss) == pytest.approx(0.5 * float(m["ce_weak"] + m["ce_strong"]), rel=1e-6)
+  grads = jax.grad(lambda p: ncct.loss_fn(p, state, batch, jax.random.key(2), model=model,
+                                          config=config)[0])(params)
+  assert max(jnp.abs(g).max() for g in jax.tree.leaves(grads["negative_head"])) == 0
+  state.step = jnp.int32(40)  # epoch 4: the robust stage
+  loss, aux = ncct.loss_fn(params, state, batch, jax.random.key(2), model=model, config=config)
+  m = aux["metrics"]
+  assert float(loss) == pytest.approx(float(m["positive_loss"] + m["negative_loss"]), rel=1e-6)
+  grads = jax.grad(lambda p: ncct.loss_fn(p, state, batch, jax.random.key(2), model=model,
+                                          config=config)[0])(params)
+  assert max(jnp.abs(g).max() for g in jax.tree.leaves(grads["negative_head"])) > 0
+  assert 0 <= float(m["detect_recall"]) <= 1 and "threshold_6" in m
+
+
+def test_every_dataset_trains_in_affectnet_order():
+  config = ncct_config.get_config("synthetic,runlocal=true")
+  assert config.dataset.class_order == "affectnet"
+  labels = np.arange(7, dtype=np.int32)
+  split = sources.LabelledSource(sources.ArrayStore(np.zeros((7, 2, 2, 3), np.uint8)), labels,
+                                 tuple(map(str, labels)))
+  raf = sources.Dataset("raf", classes.RAF_DB, split, split)
+  moved = sources.reorder(raf, classes.AFFECTNET[:7])
+  # RAF (0-based) -> AffectNet: {0->3, 1->4, 2->5, 3->1, 4->2, 5->6, 6->0} (spec §1.1).
+  assert moved.train.labels.tolist() == [3, 4, 5, 1, 2, 6, 0]
+  assert moved.class_names == classes.AFFECTNET[:7]
+
+
+def test_tiny_run_exports_only_the_positive_classifier(tmp_path):
+  config = ncct_config.get_config("synthetic,noise=0.3,runlocal=true")
+  config.dataset.cache_dir = str(tmp_path / "cache")
+  config.progress_bar = False
+  config.ncct.warmup_epochs = 1
+  summary = train.train_and_evaluate(config, tmp_path / "run")
+  assert len(summary["history"]) == 2 and summary["noise"]["kind"] == "symmetric"
+  from fer_jax.models import weights
+
+  variables, meta = weights.load(tmp_path / "run/model")
+  assert set(variables["params"]) == {"backbone", "head"}
+  assert meta["class_names"] == list(classes.AFFECTNET[:7])
+  logged = [json.loads(line) for line in (tmp_path / "run/metrics.jsonl").read_text().splitlines()]
+  assert any("train_detect_precision" in x and "train_confident_weak" in x for x in logged)
