@@ -1,0 +1,66 @@
+r"""Mean ± std over seeds of finished runs, as the papers report them, in Markdown.
+
+  python -m fer_jax.results runs/compare/*/ [--out table.md]
+
+Reads each run's config.json and summary.json, groups runs by (method, dataset, noise kind,
+noise rate) and prints, per group: the number of seeds, final accuracy, best accuracy (the max
+over epochs, NCCTFER/LA-Net's metric) and the mean of the last 5 epochs (EAC/SCN's metric), each
+as mean ± std (population std over seeds), in %.
+"""
+
+import collections
+import json
+import pathlib
+import sys
+
+import numpy as np
+from absl import app, flags
+
+flags.DEFINE_string("out", "", "Also write the table to this file (never overwritten).")
+
+METRICS = (("final_accuracy", "final"), ("best_accuracy", "best"),
+           ("mean_last5_accuracy", "mean of last 5"))
+
+
+def load_runs(dirs):
+  runs = []
+  for d in map(pathlib.Path, dirs):
+    if not (d / "summary.json").exists():
+      print(f"skipping {d}: no summary.json (unfinished?)", file=sys.stderr)
+      continue
+    config = json.loads((d / "config.json").read_text())
+    summary = json.loads((d / "summary.json").read_text())
+    noise = config["noise"]
+    key = (config["method"], config["dataset"]["name"], noise["kind"],
+           noise["rate"] if noise["kind"] not in ("none", "file") else noise["file"])
+    runs.append((key, config["seed"], summary))
+  return runs
+
+
+def table(runs):
+  groups = collections.defaultdict(list)
+  for key, seed, summary in runs:
+    groups[key].append((seed, summary))
+  lines = ["| method | dataset | noise | seeds | " + " | ".join(n for _, n in METRICS) + " |",
+           "| --- | --- | --- | --- | " + " | ".join("---" for _ in METRICS) + " |"]
+  for (method, dataset, kind, rate), members in sorted(groups.items(), key=str):
+    cells = []
+    for field, _ in METRICS:
+      values = 100 * np.array([s[field] for _, s in members])
+      cells.append(f"{values.mean():.2f} ± {values.std():.2f}")
+    noise = "clean" if kind == "none" else f"{kind} {rate}"
+    seeds = ",".join(str(seed) for seed, _ in sorted(members, key=lambda m: m[0]))
+    lines.append(f"| {method} | {dataset} | {noise} | {seeds} | " + " | ".join(cells) + " |")
+  return "\n".join(lines) + "\n"
+
+
+def main(argv):
+  text = table(load_runs(argv[1:]))
+  print(text, end="")
+  if flags.FLAGS.out:
+    with open(flags.FLAGS.out, "x") as f:
+      f.write(text)
+
+
+if __name__ == "__main__":
+  app.run(main)
