@@ -277,7 +277,7 @@ def _finish(workdir, config, dataset, noise_report, state, meta):
         "arch": config.model.arch, "width": config.model.width,
         "num_classes": config.model.num_classes, "class_names": list(dataset.class_names),
         "image_size": config.input.image_size, "mean": list(pipeline.IMAGENET_MEAN),
-        "std": list(pipeline.IMAGENET_STD), "has_head": True,
+        "std": list(pipeline.IMAGENET_STD), "has_head": "head" in inference["params"],
         "source": f"trained: {workdir.absolute()}",
       })
   logging.info("final accuracy %.4f, best %.4f (epoch %d), mean of last 5 %.4f",
