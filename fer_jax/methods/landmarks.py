@@ -12,7 +12,6 @@ The model has no classifier: its logits are zeros, so the expression accuracy th
 logs for it is that of a constant guess.
 """
 
-import flax.linen as nn
 import jax.numpy as jnp
 
 from fer_jax.models import resnet
@@ -20,24 +19,10 @@ from fer_jax.models import resnet
 NUM_LANDMARKS = 19
 
 
-class LandmarkRegressor(nn.Module):
-  arch: str
-  num_classes: int
-  width: int = 64
-  dtype: str = "float32"
-
-  @nn.compact
-  def __call__(self, x, train: bool = False):
-    feats = resnet.build_backbone(self.arch, self.width, self.dtype, name="backbone")(x, train)
-    points = resnet.TorchDense(2 * NUM_LANDMARKS, self.dtype, name="landmark_head")(
-      feats["pre_logits"])
-    feats = {**feats, "landmarks": points.reshape(-1, NUM_LANDMARKS, 2)}
-    return jnp.zeros((x.shape[0], self.num_classes), jnp.float32), feats
-
-
 def build_model(config):
   m = config.model
-  return LandmarkRegressor(m.arch, m.num_classes, m.width, config.dtype)
+  return resnet.Classifier(m.arch, m.num_classes, m.width, config.dtype,
+                           extra_heads=(("landmark_head", 2 * NUM_LANDMARKS),), classify=False)
 
 
 def loss_fn(params, state, batch, rng, *, model, config):
@@ -47,6 +32,7 @@ def loss_fn(params, state, batch, rng, *, model, config):
     {"params": params, "batch_stats": state.batch_stats}, images, train=True,
     mutable=["batch_stats"])
   size = jnp.array(images.shape[2:0:-1], jnp.float32)  # (W, H): coordinates in [0, 1]
-  loss = jnp.mean((feats["landmarks"] - batch["landmarks"] / size) ** 2)
+  points = feats["landmark_head"].reshape(-1, NUM_LANDMARKS, 2)
+  loss = jnp.mean((points - batch["landmarks"] / size) ** 2)
   return loss, {"batch_stats": mutated["batch_stats"], "extra": state.extra,
                 "metrics": {"landmark_mse": loss}, "logits": logits}

@@ -36,7 +36,6 @@ a detector of wrong labels.
 
 import math
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import optax
@@ -44,26 +43,11 @@ import optax
 from fer_jax.models import resnet
 
 
-class TwoHeads(nn.Module):
-  """Backbone + positive head `head` + negative head `negative_head` (both PyTorch-init)."""
-
-  arch: str
-  num_classes: int
-  width: int = 64
-  dtype: str = "float32"
-
-  @nn.compact
-  def __call__(self, x, train: bool = False):
-    feats = resnet.build_backbone(self.arch, self.width, self.dtype, name="backbone")(x, train)
-    pooled = feats["pre_logits"]
-    feats = {**feats, "negative_logits": resnet.TorchDense(
-      self.num_classes, self.dtype, name="negative_head")(pooled)}
-    return resnet.TorchDense(self.num_classes, self.dtype, name="head")(pooled), feats
-
-
 def build_model(config):
+  """Backbone, the positive classifier `head` and the negative classifier `negative_head`."""
   m = config.model
-  return TwoHeads(m.arch, m.num_classes, m.width, config.dtype)
+  return resnet.Classifier(m.arch, m.num_classes, m.width, config.dtype,
+                           extra_heads=(("negative_head", m.num_classes),))
 
 
 def init_extra(config, num_train, rng):
@@ -141,13 +125,13 @@ def loss_fn(params, state, batch, rng, *, model, config):
                     + _confident_ce(strong, labels, sure_strong, c.ce_reduction))
   unsure = ~sure_weak
   if c.negative == "consistency":
-    negative = masked_consistency(weak_feats["negative_logits"],
-                                  strong_feats["negative_logits"], unsure, c.k, c.mask,
+    negative = masked_consistency(weak_feats["negative_head"],
+                                  strong_feats["negative_head"], unsure, c.k, c.mask,
                                   c.target_gradient)
   elif c.negative == "nlnl":
     num_classes = weak.shape[1]
     other = (labels + jax.random.randint(rng, labels.shape, 1, num_classes)) % num_classes
-    p_other = jnp.take_along_axis(jax.nn.softmax(weak_feats["negative_logits"]),
+    p_other = jnp.take_along_axis(jax.nn.softmax(weak_feats["negative_head"]),
                                   other[:, None], 1)[:, 0]
     negative = -jnp.sum(jnp.log(jnp.clip(1 - p_other, 1e-7)) * unsure) / jnp.maximum(
       unsure.sum(), 1)

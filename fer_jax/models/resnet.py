@@ -152,18 +152,28 @@ class TorchDense(nn.Module):
 class Classifier(nn.Module):
   """Backbone + one linear head: the model of the CE baseline and of most methods.
 
-  Returns `(logits, features)` where `features` is the backbone's dict.
+  Returns `(logits, features)` where `features` is the backbone's dict, plus the output of each
+  of `extra_heads` ((name, size) pairs: linear maps of the pooled feature that a method trains
+  besides the classifier, e.g. NCCTFER's negative classifier) under its name. With
+  `classify=False` there is no classifier (pretraining) and the logits are zeros.
   """
 
   arch: str
   num_classes: int
   width: int = 64
   dtype: Any = jnp.float32
+  extra_heads: Sequence[tuple[str, int]] = ()
+  classify: bool = True
 
   @nn.compact
   def __call__(self, x, train: bool = False):
     feats = build_backbone(self.arch, self.width, self.dtype, name="backbone")(x, train)
-    return TorchDense(self.num_classes, self.dtype, name="head")(feats["pre_logits"]), feats
+    pooled = feats["pre_logits"]
+    feats = {**feats, **{name: TorchDense(size, self.dtype, name=name)(pooled)
+                         for name, size in self.extra_heads}}
+    if not self.classify:
+      return jnp.zeros((x.shape[0], self.num_classes), jnp.float32), feats
+    return TorchDense(self.num_classes, self.dtype, name="head")(pooled), feats
 
 
 def build_backbone(arch, width=64, dtype=jnp.float32, name=None):
