@@ -163,8 +163,11 @@ def train_and_evaluate(config, workdir):
       f"{config.eval_batch_size} must be multiples of the device count {n_dev}"
     )
   dataset = _load_dataset(config.dataset)
+  # Noise is drawn, and noisy label files are read and written, in the dataset's own class
+  # order, so every method of a comparison trains on the same noisy labels.
   dataset, noise_report = noise.apply(
     dataset, config.noise, workdir / "noise" if jax.process_index() == 0 else None)
+  dataset = sources.in_class_order(dataset, config.dataset)
   for split in ("train", "test"):
     logging.info("%s %s: %d examples, per class %s", dataset.name, split,
                  len(getattr(dataset, split)),

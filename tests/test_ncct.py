@@ -116,3 +116,19 @@ def test_tiny_run_exports_only_the_positive_classifier(tmp_path):
   assert meta["class_names"] == list(classes.AFFECTNET[:7])
   logged = [json.loads(line) for line in (tmp_path / "run/metrics.jsonl").read_text().splitlines()]
   assert any("train_detect_precision" in x and "train_confident_weak" in x for x in logged)
+
+
+def test_noise_is_drawn_before_the_class_reorder(tmp_path):
+  """NCCTFER's AffectNet order must not change which noisy labels a seed gives."""
+  import ml_collections
+
+  from fer_jax import noise
+
+  config = ncct_config.get_config("synthetic,noise=0.3,runlocal=true")
+  config.dataset.cache_dir = str(tmp_path)
+  own = sources.load(config.dataset)
+  noisy, _ = noise.apply(own, ml_collections.ConfigDict(config.noise.to_dict()))
+  moved = sources.in_class_order(noisy, config.dataset)
+  names = [moved.class_names[i] for i in moved.train.labels]
+  assert names == [own.class_names[i] for i in noisy.train.labels]
+  assert (moved.train.labels != moved.train.clean_labels).mean() > 0.2

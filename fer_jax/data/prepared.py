@@ -35,8 +35,8 @@ DEFAULTS = dict(
   corrupt_images="fail",  # fail | skip: what to do with images that cannot be decoded
   train_split="train",
   test_split="test",
-  # Label indices in another class order: "affectnet" or comma-separated names (NCCTFER
-  # trains every dataset in AffectNet's order); empty: the dataset's own.
+  # Train in another class order: "affectnet" or comma-separated names (NCCTFER trains every
+  # dataset in AffectNet's order); empty: the dataset's own. Label files keep their own order.
   class_order="",
 )
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")

@@ -171,12 +171,16 @@ def reorder(dataset, class_names):
 
 
 def load(dataset_config):
-  """Loads `fer_jax.data.<dataset_config.name>`, in `class_order` if the config sets one."""
-  dataset = _module(dataset_config.name).load(dataset_config)
-  if dataset_config.class_order:
-    dataset = reorder(dataset, classes_by_name(dataset_config.class_order,
-                                               len(dataset.class_names)))
-  return dataset
+  """Loads `fer_jax.data.<dataset_config.name>` in its own class order (the order its label
+  files use; `in_class_order` applies `class_order` afterwards, once noise is drawn)."""
+  return _module(dataset_config.name).load(dataset_config)
+
+
+def in_class_order(dataset, dataset_config):
+  """`dataset` re-indexed to `dataset_config.class_order`, if set."""
+  if not dataset_config.class_order:
+    return dataset
+  return reorder(dataset, classes_by_name(dataset_config.class_order, len(dataset.class_names)))
 
 
 def classes_by_name(order, num_classes):
