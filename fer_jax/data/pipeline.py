@@ -95,7 +95,10 @@ def train_dataset(source, ops, *, batch_size, seed, num_threads=8, num_workers=0
     raise ValueError(f"config.input.sampler={sampler!r}: expected 'shuffle' or 'balanced'")
   ds = ds.random_map(_HostOps(ops))
   ds = ds.batch(batch_size, drop_remainder=True)
-  it = ds.to_iter_dataset(grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=2 * batch_size))
+  # Elements here are whole batches: keep a couple per reader thread, not 2 * batch_size of
+  # them (at 224 px and batch 128 that would hold gigabytes of images).
+  it = ds.to_iter_dataset(grain.ReadOptions(num_threads=num_threads,
+                                            prefetch_buffer_size=2 * max(num_threads, 1)))
   if num_workers > 0:
     it = it.mp_prefetch(grain.MultiprocessingOptions(num_workers=num_workers))
   return it
