@@ -16,8 +16,6 @@ import sys
 import numpy as np
 from absl import app, flags
 
-flags.DEFINE_string("out", "", "Also write the table to this file (never overwritten).")
-
 METRICS = (("final_accuracy", "final"), ("best_accuracy", "best"),
            ("mean_last5_accuracy", "mean of last 5"))
 
@@ -63,4 +61,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  flags.DEFINE_string("out", "", "Also write the table to this file (never overwritten).")
   app.run(main)
