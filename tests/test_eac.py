@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from configs import eac as eac_config
-from fer_jax import optim, train
+from fer_jax import optim
 from fer_jax.methods import eac
 from fer_jax.models import resnet
 
@@ -115,7 +115,7 @@ def test_one_step_matches_pytorch():
   torch = pytest.importorskip("torch")
   from fer_jax import convert
   from fer_jax.data import pipeline
-  from tests import torch_resnet
+  from tests import steps, torch_resnet
 
   ref = torch_resnet.make("resnet18", 7, width=8).train()
   # Smooth float pixels: with uint8 pixels this tiny model's loss is non-smooth in the stem
@@ -147,14 +147,7 @@ def test_one_step_matches_pytorch():
   config = _tiny_config()
   config.model.width = 8
   config.optimizer.update(dict(name="sgd", lr=0.1, momentum=0.9, weight_decay=1e-4))
-  model = eac.build_model(config)
-  tx, lr_fns = optim.make(config.optimizer, 10, 100)
-  state = train.create_state(config, model, tx, eac, 6, jax.random.key(0), None)
-  state = state.replace(params=variables["params"], batch_stats=variables["batch_stats"],
-                        opt_state=tx.init(variables["params"]))
-  step = jax.jit(functools.partial(train.train_step, model=model, tx=tx, method=eac,
-                                   config=config, lr_fn=lr_fns["default"]))
-  new, metrics = step(state, {"image": images, "label": labels}, jax.random.key(0))
+  new, metrics = steps.one_step(config, eac, variables, {"image": images, "label": labels})
   ce, ac = ce.item(), ac.item()
   assert float(metrics["ce"]) == pytest.approx(ce, rel=1e-4)
   assert float(metrics["attention_consistency"]) == pytest.approx(ac, rel=1e-3)

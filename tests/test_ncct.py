@@ -132,3 +132,81 @@ def test_noise_is_drawn_before_the_class_reorder(tmp_path):
   names = [moved.class_names[i] for i in moved.train.labels]
   assert names == [own.class_names[i] for i in noisy.train.labels]
   assert (moved.train.labels != moved.train.clean_labels).mean() > 0.2
+
+
+def test_one_robust_step_matches_pytorch():
+  """The official robust-stage step restated in PyTorch (clamped batch-mean thresholds per view,
+  summed CE on confident samples, k-least-probable masked consistency with the strong view's
+  negative logits detached as the code's copy.copy does) vs train.train_step, on a small R18."""
+  import functools
+
+  torch = pytest.importorskip("torch")
+  from fer_jax import convert
+  from fer_jax.data import pipeline
+  from tests import steps, torch_resnet
+
+  ref = torch_resnet.make("resnet18", 7, width=8).train()
+  negative = torch.nn.Linear(64, 7)
+  with torch.no_grad():  # peaked probabilities, so that some samples fall below the thresholds
+    ref.fc.weight.mul_(30.0)
+  weak = np.random.default_rng(0).normal(size=(8, 32, 32, 3)).astype(np.float32)
+  strong = np.random.default_rng(1).normal(size=(8, 32, 32, 3)).astype(np.float32)
+  labels = np.array([0, 1, 2, 3, 4, 5, 6, 0], np.int32)
+  before = {k: v.clone() for k, v in ref.state_dict().items()}
+  variables, _ = convert.torch_to_flax(convert.find_state_dict(before, "ref"), 7, "ref")
+  variables["params"]["negative_head"] = {"kernel": negative.weight.detach().numpy().T.copy(),
+                                          "bias": negative.bias.detach().numpy().copy()}
+  params = [*ref.parameters(), *negative.parameters()]
+  opt = torch.optim.SGD(params, lr=0.1)
+
+  def forward(x):
+    h = ref.maxpool(torch.relu(ref.bn1(ref.conv1(torch.tensor(x.transpose(0, 3, 1, 2))))))
+    for i in range(1, 5):
+      h = getattr(ref, f"layer{i}")(h)
+    h = h.mean((2, 3))
+    return ref.fc(h), negative(h)
+
+  y = torch.tensor(labels, dtype=torch.long)
+
+  def confident_ce(logits):
+    q = torch.softmax(logits, 1).clamp(0.35, 0.65)
+    sure = q[torch.arange(8), y] >= q.mean(0)[y]
+    ce = torch.nn.functional.cross_entropy(logits, y, reduction="none")
+    return (ce[sure].sum() if sure.any() else ce.mean()), sure
+
+  pos_w, neg_w = forward(weak)
+  pos_s, neg_s = forward(strong)
+  ce_w, sure = confident_ce(pos_w)
+  ce_s, _ = confident_ce(pos_s)
+  p = torch.softmax(neg_w[~sure], 1)
+  log_q = torch.log_softmax(neg_s[~sure].detach(), 1)
+  mask = torch.zeros_like(p).scatter_(1, torch.topk(p, 4, largest=False).indices, 1.0)
+  consistency = -(mask * p * log_q).sum(1).mean()
+  loss = 0.5 * (ce_w + ce_s) + consistency
+  loss.backward()
+  opt.step()
+
+  config = ncct_config.get_config("synthetic,runlocal=true")
+  config.model.width = 8
+  config.ncct.warmup_epochs = 0
+  config.optimizer.update(dict(name="sgd", lr=0.1, momentum=0.0, weight_decay=0.0,
+                               param_group_lrs=(), schedule="constant"))
+  to_pixels = lambda x: (x * pipeline.IMAGENET_STD + pipeline.IMAGENET_MEAN) * 255  # noqa: E731
+  new, metrics = steps.one_step(config, ncct, variables, {
+    "image": to_pixels(weak), "image_strong": to_pixels(strong), "label": labels})
+  assert 0 < int((~sure).sum()) < 8  # both the CE and the consistency terms are exercised
+  assert float(metrics["loss"]) == pytest.approx(loss.item(), rel=1e-4)
+  assert float(metrics["negative_loss"]) == pytest.approx(consistency.item(), rel=1e-4)
+  after = {k: v.clone() for k, v in ref.state_dict().items()}
+  expected, _ = convert.torch_to_flax(convert.find_state_dict(after, "ref"), 7, "ref")
+  expected["params"]["negative_head"] = {"kernel": negative.weight.detach().numpy().T}
+
+  def update(tree, *path):  # the SGD step each side took: -lr * gradient
+    return functools.reduce(lambda t, k: t[k], path, tree) - functools.reduce(
+      lambda t, k: t[k], path, variables["params"])
+
+  for path in (("head", "kernel"), ("negative_head", "kernel"), ("backbone", "conv1", "kernel"),
+               ("backbone", "layer4_1", "conv2", "kernel")):
+    want = update(expected["params"], *path)
+    np.testing.assert_allclose(update(new.params, *path), want, rtol=1e-3,
+                               atol=1e-4 * np.abs(want).max(), err_msg=str(path))
