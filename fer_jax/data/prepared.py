@@ -245,33 +245,29 @@ def _split_names(builder, split):
 
 @dataclasses.dataclass(frozen=True)
 class TfdsStore:
-  """Records of a prepared split (or "a+b" splits) as {"image": (H, W, 3) uint8, ...}."""
+  """Images of a prepared split (or "a+b" splits) as {"image": (H, W, 3) uint8}."""
 
   source: object
-  keep: tuple[str, ...] = ()  # record fields passed through besides the image
 
   def __len__(self):
     return len(self.source)
 
   def __getitem__(self, index):
-    record = self.source[index]
-    image = record["image"]
-    fields = {"image": np.repeat(image, 3, -1) if image.shape[-1] == 1 else image}
-    fields.update({k: record[k] for k in self.keep})
-    return fields
+    image = self.source[index]["image"]
+    return {"image": np.repeat(image, 3, -1) if image.shape[-1] == 1 else image}
 
 
-def store(builder, split, keep=()):
+def store(builder, split):
   _split_names(builder, split)
-  return TfdsStore(builder.as_data_source(split=split), tuple(keep))
+  return TfdsStore(builder.as_data_source(split=split))
 
 
-def labelled(builder, split, labels, rows=None, soft_labels=None, keep=()):
+def labelled(builder, split, labels, rows=None, soft_labels=None):
   """A `LabelledSource` over prepared `split`, with `labels` for its kept `rows`."""
   names = split_index(builder, split)["name"]
   if rows is not None:
     names = names[rows]
-  return sources.LabelledSource(store(builder, split, keep), np.asarray(labels, np.int32),
+  return sources.LabelledSource(store(builder, split), np.asarray(labels, np.int32),
                                 tuple(str(n) for n in names), rows, None, soft_labels)
 
 

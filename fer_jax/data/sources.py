@@ -15,6 +15,8 @@ import importlib
 import ml_collections
 import numpy as np
 
+from fer_jax.data import classes
+
 
 @dataclasses.dataclass(frozen=True)
 class ArrayStore:
@@ -151,8 +153,6 @@ def default_config(name, **overrides):
 def reorder(dataset, class_names):
   """`dataset` with labels re-indexed to `class_names` (matched by canonical name, e.g.
   NCCTFER's AffectNet order for every dataset)."""
-  from fer_jax.data import classes
-
   have = [classes.canonical(n) for n in dataset.class_names]
   want = [classes.canonical(n) for n in class_names]
   if sorted(have) != sorted(want):
@@ -185,8 +185,6 @@ def in_class_order(dataset, dataset_config):
 
 def classes_by_name(order, num_classes):
   """A class order: "affectnet" (its first `num_classes`), or comma-separated names."""
-  from fer_jax.data import classes
-
   if order == "affectnet":
     return classes.AFFECTNET[:num_classes]
   return tuple(n.strip() for n in order.split(","))

@@ -16,7 +16,7 @@ import pathlib
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-from fer_jax.data import classes
+from fer_jax.data import classes, sources
 
 CLASS_NAMES = classes.RAF_DB
 NUM_LANDMARKS = 19
@@ -190,8 +190,6 @@ def load(dataset_config):
 
   Fields of `dataset_config`: num_train, num_test, image_size, seed, cache_dir.
   """
-  from fer_jax.data import sources
-
   c = dataset_config
   cache = pathlib.Path(c.cache_dir).expanduser() / (
     f"synthetic-v2-s{c.seed}-n{c.num_train}-{c.num_test}-px{c.image_size}.npz"
