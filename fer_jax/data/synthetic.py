@@ -11,6 +11,7 @@ Image `i` depends only on (seed, i), so the train/test split is fixed.
 """
 
 import math
+import os
 import pathlib
 
 import numpy as np
@@ -204,9 +205,11 @@ def load(dataset_config):
       arrays.update({f"{split}_images": images, f"{split}_labels": labels,
                      f"{split}_landmarks": landmarks})
     cache.parent.mkdir(parents=True, exist_ok=True)
-    tmp = cache.with_suffix(".tmp.npz")
+    # A per-process temporary name, then an atomic rename: concurrent runs sharing the
+    # cache never write into one file, and a reader never sees half a file.
+    tmp = cache.with_name(f"{cache.stem}.{os.getpid()}.tmp.npz")
     np.savez(tmp, **arrays)
-    tmp.replace(cache)  # atomic: a concurrent reader never sees half a file
+    tmp.replace(cache)
 
   def split(name):
     labels = arrays[f"{name}_labels"]
