@@ -29,6 +29,19 @@ def test_thresholds_and_confident_sets_on_the_spec_toy_batch():
   np.testing.assert_allclose(t, [0.6, 0.7, 0.3], atol=1e-6)
 
 
+@pytest.mark.parametrize("batch", [32, 64, 128])
+def test_a_class_below_the_clamp_everywhere_stays_confident(batch):
+  # Class 2 never exceeds 0.35: its threshold is exactly 0.35 and every sample labelled 2 ties
+  # with it, so all of them keep their CE (a rounded-up float32 mean dropped them all).
+  rng = np.random.default_rng(0)
+  probs = rng.dirichlet(np.ones(3), batch).astype(np.float32)
+  probs[:, 2] = rng.uniform(0.0, 0.3, batch)
+  labels = jnp.asarray(rng.integers(0, 3, batch))
+  sure, t = ncct.confident(jnp.asarray(probs), labels, "clamped_batch_mean")
+  assert float(t[2]) == np.float32(0.35)
+  assert bool(sure[labels == 2].all()) and int((labels == 2).sum()) > 0
+
+
 def test_mask_and_consistency_values():
   p = jnp.array([[.30, .05, .20, .10, .15, .12, .08]])
   np.testing.assert_array_equal(ncct.least_probable_mask(p, 4), [[0, 1, 0, 1, 0, 1, 1]])

@@ -58,8 +58,14 @@ def init_extra(config, num_train, rng):
 def class_thresholds(probs, labels, mode, clamp=(0.35, 0.65)):
   """(C,) per-class thresholds of a batch, and the probabilities they are compared with."""
   if mode == "clamped_batch_mean":
-    probs = jnp.clip(probs, *clamp)
-    return probs.mean(0), probs
+    # Averaged as an offset above the lower clamp, so that a class nobody reaches 0.35 for has
+    # a threshold of exactly 0.35 and its samples (all at 0.35) are confident, as in the official
+    # code. The plain float32 mean of 64 copies of 0.35 rounds *above* 0.35 in XLA (below it in
+    # torch): every sample of such a class became non-confident, lost its CE, and the class
+    # was never predicted again.
+    low = jnp.float32(clamp[0])
+    offsets = jnp.clip(probs, *clamp) - low
+    return low + offsets.mean(0), low + offsets
   if mode == "batch_mean":
     return probs.mean(0), probs
   if mode == "class_mean":
