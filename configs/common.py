@@ -82,8 +82,10 @@ def base_config(method, data="synthetic", noise=0.0, noise_kind="symmetric", noi
       num_threads=8,
       num_workers=0,
       # shuffle: each epoch a permutation | balanced: each epoch len(train) draws with
-      # replacement, class c with probability proportional to 1/count(c) (AffectNet recipe).
+      # replacement, class c with probability proportional to 1/count(c) (AffectNet recipe) |
+      # progressive: from the label histogram to uniform over the epochs (LA-Net).
       sampler="balanced" if data == "affectnet" else "shuffle",
+      drop_last=False,  # True: an epoch is len(train) // batch_size steps
     )
   )
   c.log_every_steps = 50

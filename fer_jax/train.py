@@ -46,6 +46,14 @@ def create_mesh(devices=None):
                            axis_types=(jax.sharding.AxisType.Auto,))
 
 
+def epoch_steps(config, num_train):
+  """Steps per epoch: with `input.drop_last` only full batches (LA-Net's loader), otherwise
+  the last, partial batch of an epoch is completed from the next one."""
+  if config.input.drop_last:
+    return num_train // config.batch_size
+  return math.ceil(num_train / config.batch_size)
+
+
 def train_step(state, batch, rng, *, model, tx, method, config, lr_fn):
   """One optimisation step: `(state, batch, rng) -> (state, metrics)`, pure."""
   rng = jax.random.fold_in(rng, state.step)
@@ -102,6 +110,8 @@ def create_state(config, model, tx, method, num_train, rng, replicated):
   if config.init_from:
     loaded, meta = weights.load(config.init_from)
     variables = weights.merge(variables, loaded, source=config.init_from)
+    if hasattr(method, "adapt_pretrained"):
+      variables = method.adapt_pretrained(variables, loaded)
     logging.info("Initialised from %s (%s)", config.init_from, meta.get("source", ""))
   init_extra = getattr(method, "init_extra", lambda *_: {})
   state = TrainState(
@@ -109,7 +119,7 @@ def create_state(config, model, tx, method, num_train, rng, replicated):
     params=variables["params"],
     batch_stats=variables.get("batch_stats", {}),
     opt_state=tx.init(variables["params"]),
-    extra=init_extra(config, num_train, extra_rng),
+    extra=init_extra(config, num_train, extra_rng, variables),
   )
   return jax.device_put(state, replicated)
 
@@ -185,7 +195,7 @@ def train_and_evaluate(config, workdir):
   method = get_method(config)
   model = method.build_model(config)
   num_train = len(dataset.train)
-  steps_per_epoch = math.ceil(num_train / config.batch_size)
+  steps_per_epoch = epoch_steps(config, num_train)
   total_steps = steps_per_epoch * config.num_epochs
   tx, lr_fns = optim.make(config.optimizer, steps_per_epoch, total_steps)
   # Made by a jitted function so the keys are global arrays (every host saves and restores them).
@@ -198,6 +208,8 @@ def train_and_evaluate(config, workdir):
     dataset.train, config.input.train_ops, batch_size=config.batch_size // n_proc,
     seed=config.seed, num_threads=config.input.num_threads,
     num_workers=config.input.num_workers, sampler=config.input.sampler,
+    num_epochs=config.num_epochs, num_classes=config.model.num_classes,
+    steps_per_epoch=steps_per_epoch,
   )
   train_iter = iter(train_ds)
   ckpt = checkpoint.Checkpointer((workdir / "checkpoints").absolute(), config.keep_checkpoints)

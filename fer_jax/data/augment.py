@@ -61,8 +61,10 @@ def parse(spec):
 
 
 @register
-def resize(size, key="image"):
-  """Bilinear resize to size x size with PIL, as torchvision Resize on a PIL image."""
+def resize(size, key="image", resample="bilinear"):
+  """Resize to size x size with PIL: bilinear as torchvision Resize on a PIL image, or
+  `resample="bicubic"`, PIL's own default (LA-Net's code resizes with it)."""
+  method = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC}[resample]
 
   def op(ex, rng):
     del rng
@@ -70,7 +72,7 @@ def resize(size, key="image"):
     h, w = img.shape[:2]
     if (h, w) != (size, size):
       ex = dict(ex)
-      ex[key] = np.asarray(Image.fromarray(img).resize((size, size), Image.Resampling.BILINEAR))
+      ex[key] = np.asarray(Image.fromarray(img).resize((size, size), method))
       if "landmarks" in ex and key == "image":
         ex["landmarks"] = ex["landmarks"] * np.array([size / w, size / h], np.float32)
     return ex
@@ -78,22 +80,82 @@ def resize(size, key="image"):
   return op
 
 
-def _flip(ex, key):
+def _flip(ex, key, swap_landmarks=True):
   ex = dict(ex)
   ex[key] = np.ascontiguousarray(ex[key][:, ::-1])
   if "landmarks" in ex and key == "image":
-    lm = ex["landmarks"][list(synthetic.FLIP_PERMUTATION)].copy()
+    lm = ex["landmarks"]
+    lm = (lm[list(synthetic.FLIP_PERMUTATION)] if swap_landmarks else lm).copy()
     lm[:, 0] = ex[key].shape[1] - lm[:, 0]
     ex["landmarks"] = lm
   return ex
 
 
 @register
-def flip_lr(p=0.5, key="image"):
-  """Horizontal flip with probability p (landmarks mirrored and re-ordered left/right)."""
+def flip_lr(p=0.5, key="image", swap_landmarks=True):
+  """Horizontal flip with probability p. Landmarks are mirrored and, with `swap_landmarks`,
+  re-ordered so that point 0 stays the image-left brow end; LA-Net's code mirrors them
+  without re-ordering (lanet.md §4), `swap_landmarks=False`."""
 
   def op(ex, rng):
-    return _flip(ex, key) if rng.random() < p else ex
+    return _flip(ex, key, swap_landmarks) if rng.random() < p else ex
+
+  return op
+
+
+@register
+def random_resized_crop(size, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3), truncate_landmarks=False,
+                        key="image"):
+  """torchvision's RandomResizedCrop (bilinear): up to 10 draws of area ~ U(scale) and log-aspect
+  ~ U(log ratio), else a centre crop of the nearest allowed aspect; the crop is resized to
+  size x size. Landmarks move with it; `truncate_landmarks` truncates them to integers
+  afterwards, as LA-Net's code does."""
+  log_ratio = (math.log(ratio[0]), math.log(ratio[1]))
+
+  def box(h, w, rng):
+    for _ in range(10):
+      area = h * w * rng.uniform(*scale)
+      aspect = math.exp(rng.uniform(*log_ratio))
+      cw, ch = round(math.sqrt(area * aspect)), round(math.sqrt(area / aspect))
+      if 0 < cw <= w and 0 < ch <= h:
+        return int(rng.integers(0, h - ch + 1)), int(rng.integers(0, w - cw + 1)), ch, cw
+    aspect = w / h
+    if aspect < ratio[0]:
+      cw, ch = w, round(w / ratio[0])
+    elif aspect > ratio[1]:
+      cw, ch = round(h * ratio[1]), h
+    else:
+      cw, ch = w, h
+    return (h - ch) // 2, (w - cw) // 2, ch, cw
+
+  def op(ex, rng):
+    img = ex[key]
+    top, left, ch, cw = box(*img.shape[:2], rng)
+    crop = Image.fromarray(img[top : top + ch, left : left + cw])
+    ex = {**ex, key: np.asarray(crop.resize((size, size), Image.Resampling.BILINEAR))}
+    if "landmarks" in ex and key == "image":
+      lm = (ex["landmarks"] - np.array([left, top], np.float32)) * np.array(
+        [size / cw, size / ch], np.float32)
+      ex["landmarks"] = np.trunc(lm) if truncate_landmarks else lm
+    return ex
+
+  return op
+
+
+@register
+def color_jitter(brightness=0.0, contrast=0.0, saturation=0.0, key="image"):
+  """torchvision's ColorJitter without hue: each factor ~ U(max(0, 1 - x), 1 + x), applied in a
+  random order with PIL's enhancers (as torchvision does on PIL images)."""
+  enhancers = [(ImageEnhance.Brightness, brightness), (ImageEnhance.Contrast, contrast),
+               (ImageEnhance.Color, saturation)]
+  enhancers = [(e, x) for e, x in enhancers if x > 0]
+
+  def op(ex, rng):
+    im = Image.fromarray(ex[key])
+    for i in rng.permutation(len(enhancers)):
+      enhancer, x = enhancers[i]
+      im = enhancer(im).enhance(rng.uniform(max(0.0, 1 - x), 1 + x))
+    return {**ex, key: np.asarray(im)}
 
   return op
 

@@ -9,6 +9,8 @@ Eval: the split in order, padded to whole batches, with `_mask` marking real exa
 test image counts exactly once.
 """
 
+import math
+
 import grain
 import jax
 import jax.numpy as jnp
@@ -67,8 +69,65 @@ class BalancedEpochs:
     return {**self.__dict__, "_epoch": (None, None)}
 
 
+class ProgressivelyBalancedEpochs:
+  """LA-Net's sampler (lanet.md §4): epoch e moves the class mix from the label histogram
+  towards uniform, p_c = (1 - e/E) n_c/N + (e/E)/C, over the (noisy) training labels.
+
+  Class c gets ceil(p_c N) draws (the last class the remainder, so an epoch keeps N); a class
+  with fewer examples than its draws is repeated whole and topped up without replacement,
+  otherwise drawn without replacement. The epoch is shuffled, seeded by (seed, e), and its
+  first `per_epoch` examples are used (the official loader drops the incomplete last batch).
+  """
+
+  def __init__(self, source, rows, labels, seed, *, num_epochs, num_classes, per_epoch):
+    self.source, self.rows, self.seed = source, np.asarray(rows), seed
+    self.labels, self.num_epochs, self.per_epoch = np.asarray(labels), num_epochs, per_epoch
+    self.counts = np.bincount(self.labels, minlength=num_classes)
+    self.members = [np.flatnonzero(self.labels == c) for c in range(num_classes)]
+    empty = [c for c, n in enumerate(self.counts) if n == 0]
+    if empty:
+      raise ValueError(f"config.input.sampler='progressive': classes {empty} have no training "
+                       "examples on this host; expected every class to have some")
+    if per_epoch > len(self.labels):
+      raise ValueError(f"config.input.sampler='progressive': an epoch of {per_epoch} examples "
+                       f"from {len(self.labels)}; set config.input.drop_last=True")
+    self._epoch = (None, None)
+
+  def class_counts(self, epoch):
+    """Draws per class in `epoch` (the official arithmetic, in Python floats)."""
+    n, classes = len(self.labels), len(self.counts)
+    mix = min(epoch / self.num_epochs, 1)
+    probs = [max(1 - epoch / self.num_epochs, 0) * (c / n) + mix * (1 / classes)
+             for c in self.counts.tolist()]
+    counts = [math.ceil(p * n) for p in probs[:-1]]
+    return np.array(counts + [n - sum(counts)])
+
+  def epoch_order(self, epoch):
+    """Positions in `rows` drawn for `epoch`, shuffled."""
+    rng = np.random.default_rng([self.seed, epoch])
+    chosen = []
+    for members, count in zip(self.members, self.class_counts(epoch)):
+      whole, rest = divmod(int(count), len(members))
+      chosen += [np.tile(members, whole), rng.choice(members, rest, replace=False)]
+    return rng.permutation(np.concatenate(chosen))[: self.per_epoch]
+
+  def __len__(self):
+    return self.per_epoch * 10**6  # endless for any real run
+
+  def __getitem__(self, index):
+    epoch, position = divmod(index, self.per_epoch)
+    cached_epoch, order = self._epoch
+    if cached_epoch != epoch:
+      order = self.epoch_order(epoch)
+      self._epoch = (epoch, order)
+    return self.source[int(self.rows[order[position]])]
+
+  def __getstate__(self):
+    return {**self.__dict__, "_epoch": (None, None)}
+
+
 def train_dataset(source, ops, *, batch_size, seed, num_threads=8, num_workers=0,
-                  sampler="shuffle"):
+                  sampler="shuffle", num_epochs=None, num_classes=None, steps_per_epoch=None):
   """The infinite, resumable train stream of this process's local batches.
 
   Args:
@@ -79,7 +138,9 @@ def train_dataset(source, ops, *, batch_size, seed, num_threads=8, num_workers=0
     num_threads: reader threads in this process (PIL releases the GIL).
     num_workers: extra worker processes; 0 keeps everything in-process, which is faster on
       machines with few cores (docs/design.md).
-    sampler: "shuffle" (a new permutation every epoch) or "balanced" (`BalancedEpochs`).
+    sampler: "shuffle" (a new permutation every epoch), "balanced" (`BalancedEpochs`) or
+      "progressive" (`ProgressivelyBalancedEpochs`, which needs num_epochs, num_classes and
+      steps_per_epoch).
 
   Returns:
     A grain IterDataset; `iter()` it and use get_state/set_state to checkpoint it.
@@ -91,8 +152,14 @@ def train_dataset(source, ops, *, batch_size, seed, num_threads=8, num_workers=0
   elif sampler == "balanced":
     ds = grain.MapDataset.source(BalancedEpochs(source, rows, source.labels[rows], seed))
     ds = ds.seed(seed)
+  elif sampler == "progressive":
+    ds = grain.MapDataset.source(ProgressivelyBalancedEpochs(
+      source, rows, source.labels[rows], seed, num_epochs=num_epochs, num_classes=num_classes,
+      per_epoch=steps_per_epoch * batch_size))
+    ds = ds.seed(seed)
   else:
-    raise ValueError(f"config.input.sampler={sampler!r}: expected 'shuffle' or 'balanced'")
+    raise ValueError(f"config.input.sampler={sampler!r}: expected 'shuffle', 'balanced' or "
+                     "'progressive'")
   ds = ds.random_map(_HostOps(ops))
   ds = ds.batch(batch_size, drop_remainder=True)
   # Elements here are whole batches: keep a couple per reader thread, not 2 * batch_size of

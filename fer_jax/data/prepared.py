@@ -24,7 +24,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 from PIL import Image
 
-from fer_jax.data import sources
+from fer_jax.data import landmark_files, sources
 
 CORRUPT_POLICIES = ("fail", "skip")
 # config.dataset fields of every prepared dataset (each module adds its own).
@@ -245,7 +245,8 @@ def _split_names(builder, split):
 
 @dataclasses.dataclass(frozen=True)
 class TfdsStore:
-  """Images of a prepared split (or "a+b" splits) as {"image": (H, W, 3) uint8}."""
+  """Images of a prepared split (or "a+b" splits) as {"image": (H, W, 3) uint8}, plus
+  `landmarks` (19, 2) where the records have them (AffectNet's 68 points, mapped to 19)."""
 
   source: object
 
@@ -253,8 +254,12 @@ class TfdsStore:
     return len(self.source)
 
   def __getitem__(self, index):
-    image = self.source[index]["image"]
-    return {"image": np.repeat(image, 3, -1) if image.shape[-1] == 1 else image}
+    record = self.source[index]
+    image = record["image"]
+    fields = {"image": np.repeat(image, 3, -1) if image.shape[-1] == 1 else image}
+    if "landmarks" in record:
+      fields["landmarks"] = landmark_files.aflw19_from_68(record["landmarks"])
+    return fields
 
 
 def store(builder, split):

@@ -15,7 +15,7 @@ import importlib
 import ml_collections
 import numpy as np
 
-from fer_jax.data import classes
+from fer_jax.data import classes, landmark_files
 
 
 @dataclasses.dataclass(frozen=True)
@@ -172,8 +172,15 @@ def reorder(dataset, class_names):
 
 def load(dataset_config):
   """Loads `fer_jax.data.<dataset_config.name>` in its own class order (the order its label
-  files use; `in_class_order` applies `class_order` afterwards, once noise is drawn)."""
-  return _module(dataset_config.name).load(dataset_config)
+  files use; `in_class_order` applies `class_order` afterwards, once noise is drawn).
+
+  `dataset_config.train_landmarks`, where set, is a file of (N, 19, 2) landmarks for the
+  training images (fer_jax/data/landmark_files.py), e.g. LA-Net's RAF-DB `.tensor` file.
+  """
+  dataset = _module(dataset_config.name).load(dataset_config)
+  if dataset_config.get("train_landmarks"):
+    dataset = landmark_files.with_train_landmarks(dataset, dataset_config.train_landmarks)
+  return dataset
 
 
 def in_class_order(dataset, dataset_config):

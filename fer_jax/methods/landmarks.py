@@ -17,8 +17,8 @@ Coordinates are in units of the image side. The model has no classifier: its log
 so the expression accuracy the trainer logs for it is that of a constant guess.
 """
 
-import numpy as np
 import jax.numpy as jnp
+import numpy as np
 
 from fer_jax.data import synthetic
 from fer_jax.models import resnet

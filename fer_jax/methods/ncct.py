@@ -50,8 +50,8 @@ def build_model(config):
                            extra_heads=(("negative_head", m.num_classes),))
 
 
-def init_extra(config, num_train, rng):
-  del rng
+def init_extra(config, num_train, rng, variables):
+  del rng, variables
   return {"steps_per_epoch": jnp.int32(math.ceil(num_train / config.batch_size))}
 
 
