@@ -16,7 +16,6 @@ def get_config(arg=None):
   arg = common.parse_arg(arg, data="synthetic", runlocal=False)
   c = common.base_config("landmarks", arg.data, runlocal=arg.runlocal)
   c.dataset.seed = 1  # other faces than those the methods are trained and tested on
-  c.landmarks = dict(targets="flip_invariant")  # | coordinates (fer_jax/methods/landmarks.py)
   if not arg.runlocal:
     common.synthetic_recipe(c)
   c.input.train_ops = f"resize({c.input.image_size})|flip_lr|pad_crop(4)"
