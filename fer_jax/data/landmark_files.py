@@ -3,24 +3,23 @@
 Every landmark array here is (N, 19, 2) float32, (x, y) pixels in the AFLW-19 order of
 ../shared/specs/lanet.md §6 (brows, eyes, nose, mouth, chin; image-left first in each group).
 - `read_torch_tensor`: a `torch.save` file such as LA-Net's
-  `Model_Data/raf_train_19_landmarks.tensor`, read without torch (the zip's pickle is parsed by
-  a restricted unpickler that only rebuilds tensors; nothing else in it is executed).
+  `Model_Data/raf_train_19_landmarks.tensor`, read without torch (fer_jax/torch_files.py).
 - `aflw19_from_68`: the 68 iBUG/300-W points (AffectNet's CSV, dlib) mapped to the 19.
 - `attach`: a split whose records carry `landmarks`, checked against its size.
 """
 
-import collections
 import dataclasses
 import pickle
 import zipfile
 
 import numpy as np
 
+from fer_jax import torch_files
+
 NUM_POINTS = 19
 # For each AFLW-19 point, the 68-point indices it is (the mean of): lanet.md §6 option (b).
 _FROM_68 = ((17,), (19,), (21,), (22,), (24,), (26,), (36,), (37, 38, 40, 41), (39,), (42,),
             (43, 44, 46, 47), (45,), (31,), (30,), (35,), (48,), (62, 66), (54,), (8,))
-_DTYPES = {"FloatStorage": np.float32, "DoubleStorage": np.float64, "HalfStorage": np.float16}
 
 
 def aflw19_from_68(points):
@@ -31,47 +30,11 @@ def aflw19_from_68(points):
   return np.stack([points[..., list(ids), :].mean(-2) for ids in _FROM_68], -2)
 
 
-class _TensorUnpickler(pickle.Unpickler):
-  """Rebuilds the tensors of a torch.save pickle as numpy arrays; refuses any other global."""
-
-  def __init__(self, file, archive, prefix):
-    super().__init__(file)
-    self.archive, self.prefix = archive, prefix
-
-  def find_class(self, module, name):
-    if (module, name) == ("torch._utils", "_rebuild_tensor_v2"):
-      return _rebuild_tensor
-    if module == "torch" and name in _DTYPES:
-      return _DTYPES[name]
-    if (module, name) == ("collections", "OrderedDict"):
-      return collections.OrderedDict
-    raise pickle.UnpicklingError(f"unsupported object {module}.{name} in a tensor file")
-
-  def persistent_load(self, pid):
-    kind, dtype, key, _location, numel = pid[:5]
-    if kind != "storage":
-      raise pickle.UnpicklingError(f"unsupported persistent id {pid!r}")
-    raw = self.archive.read(f"{self.prefix}data/{key}")
-    return np.frombuffer(raw, dtype=np.dtype(dtype).newbyteorder("<"), count=numel)
-
-
-def _rebuild_tensor(storage, offset, size, stride, *_):
-  itemsize = storage.itemsize
-  return np.lib.stride_tricks.as_strided(storage[offset:], tuple(size),
-                                         tuple(s * itemsize for s in stride)).copy()
-
-
 def read_torch_tensor(path):
-  """The array saved by `torch.save(tensor, path)` (zip format, torch >= 1.6)."""
+  """The array saved by `torch.save(tensor, path)`."""
   try:
-    with zipfile.ZipFile(path) as archive:
-      pkl = [n for n in archive.namelist() if n.endswith("/data.pkl")]
-      if len(pkl) != 1:
-        raise ValueError("no single */data.pkl member")
-      prefix = pkl[0][: -len("data.pkl")]
-      with archive.open(pkl[0]) as f:
-        value = _TensorUnpickler(f, archive, prefix).load()
-  except (OSError, zipfile.BadZipFile, ValueError, pickle.UnpicklingError, KeyError) as e:
+    value = torch_files.load(path)
+  except (zipfile.BadZipFile, pickle.UnpicklingError, KeyError, ValueError) as e:
     raise ValueError(f"{path}: not a torch.save tensor file ({e})") from e
   if not isinstance(value, np.ndarray):
     raise ValueError(f"{path}: holds a {type(value).__name__}, expected one tensor")
