@@ -13,7 +13,6 @@ logs for it is that of a constant guess.
 """
 
 import jax.numpy as jnp
-import numpy as np
 
 from fer_jax.models import resnet
 
