@@ -13,7 +13,7 @@ import pytest
 from configs import lanet as lanet_config
 from fer_jax import optim, train
 from fer_jax.data import augment, landmark_files, pipeline, sources
-from fer_jax.methods import lanet
+from fer_jax.methods import lanet, per_sample
 from fer_jax.models import landmark_aware, weights
 
 
@@ -154,7 +154,7 @@ def test_gradient_reaches_the_pair_weights_only_through_the_target(tmp_path):
 
 def test_duplicate_indices_update_the_history_once_from_the_last():
   index = jnp.array([5, 2, 5, 7, 2])
-  assert lanet.last_occurrence(index).tolist() == [False, False, True, True, True]
+  assert per_sample.last_occurrence(index).tolist() == [False, False, True, True, True]
 
 
 def test_converted_resnet_fills_both_branches(tmp_path):

@@ -194,6 +194,20 @@ def gaussian_noise(p=0.5, var=30.0, key="image"):
 
 
 @register
+def basic_aug(p=0.5, var=30.0, key="image"):
+  """SCN's and RUL's `basic_aug`: with probability p, either a horizontal flip or Gaussian pixel
+  noise (var 30 in uint8 space), each half the time."""
+  noise = gaussian_noise(p=1.0, var=var, key=key)
+
+  def op(ex, rng):
+    if rng.random() >= p:
+      return ex
+    return _flip(ex, key) if rng.random() < 0.5 else noise(ex, rng)
+
+  return op
+
+
+@register
 def random_erasing(scale=(0.02, 0.33), ratio=(0.3, 3.3), p=0.5, key="image"):
   """Draws torchvision's RandomErasing box; the device zeroes it after normalisation.
 

@@ -34,6 +34,7 @@ import jax.numpy as jnp
 import optax
 from jax.scipy.special import xlogy
 
+from fer_jax.methods import per_sample
 from fer_jax.models import landmark_aware
 
 HEATMAP_STRIDE = 4  # heatmaps are at the layer-1 resolution, 1/4 of the input
@@ -127,12 +128,6 @@ def contrastive(queries, keys, queue, queue_labels, labels, temperature):
   return jnp.mean(jnp.sum(loss * same, 1) / same.sum(1))
 
 
-def last_occurrence(index):
-  """(B,) True where no later position of the batch holds the same index."""
-  later = jnp.triu(index[:, None] == index[None, :], k=1)
-  return ~later.any(1)
-
-
 def enqueue(queue, values, ptr):
   return jax.lax.dynamic_update_slice_in_dim(queue, values.astype(queue.dtype), ptr, 0)
 
@@ -180,11 +175,10 @@ def loss_fn(params, state, batch, rng, *, model, config):
 
   loss = ce + c.lam_lm * landmark_loss + c.lam_kl * kl + c.lam_cl * contrast
 
-  rows = jnp.where(last_occurrence(index), index, extra["history"].shape[0])  # others dropped
   ptr = extra["queue_ptr"]
   new_extra = {
-    "history": extra["history"].at[rows].set(sure_target, mode="drop"),
-    "visited": extra["visited"].at[rows].set(True, mode="drop"),
+    "history": per_sample.write_rows(extra["history"], index, sure_target),
+    "visited": per_sample.write_rows(extra["visited"], index, jnp.ones_like(index, bool)),
     "queue_u": enqueue(extra["queue_u"], key_u, ptr),
     "queue_v": enqueue(extra["queue_v"], key_v, ptr),
     "queue_labels": enqueue(extra["queue_labels"], pseudo, ptr),
