@@ -32,7 +32,9 @@ def load_model(directory):
   if not meta.get("has_head", True):
     raise ValueError(f"{directory}: this model has no classifier head (a converted backbone); "
                      "train it first (config.init_from) to predict expressions")
-  return resnet.Classifier(meta["arch"], meta["num_classes"], meta["width"]), variables, meta
+  model = resnet.Classifier(meta["arch"], meta["num_classes"], meta["width"],
+                            neck=meta.get("neck", "pool"))
+  return model, variables, meta
 
 
 def list_images(paths):

@@ -284,13 +284,14 @@ def _finish(workdir, config, dataset, noise_report, state, meta):
     if (workdir / "model" / weights.META).exists():
       logging.info("%s already exists; not overwritten", workdir / "model")
     else:
-      # Inference is backbone + head (resnet.Classifier); what only training uses (a negative
-      # head, a landmark branch) is left out of the exported model.
-      inference = {collection: {k: v for k, v in tree.items() if k in ("backbone", "head")}
+      # Inference is backbone (+ neck) + head (resnet.Classifier); what only training uses (a
+      # negative head, a landmark branch, a log-variance branch) is left out of the model.
+      inference = {collection: {k: v for k, v in tree.items() if k in ("backbone", "neck", "head")}
                    for collection, tree in jax.device_get(state.variables()).items()}
       weights.save(workdir / "model", inference, {
         "arch": config.model.arch, "width": config.model.width,
         "num_classes": config.model.num_classes, "class_names": list(dataset.class_names),
+        "neck": config.model.get("neck", "pool"),
         "image_size": config.input.image_size, "mean": list(pipeline.IMAGENET_MEAN),
         "std": list(pipeline.IMAGENET_STD), "has_head": "head" in inference["params"],
         "source": f"trained: {workdir.absolute()}",

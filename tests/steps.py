@@ -22,3 +22,10 @@ def one_step(config, method, variables, batch):
   step = jax.jit(functools.partial(train.train_step, model=model, tx=tx, method=method,
                                    config=config, lr_fn=lr_fns["default"]))
   return step(state, batch, jax.random.key(0))
+
+
+def initial_state(config, method, num_train=16):
+  """(model, TrainState) of `method` freshly initialised for `config`."""
+  model = method.build_model(config)
+  tx, _ = optim.make(config.optimizer, 4, 8)
+  return model, train.create_state(config, model, tx, method, num_train, jax.random.key(0), None)

@@ -8,10 +8,11 @@ import numpy as np
 import optax
 
 from configs import scn as scn_config
-from fer_jax import optim, train
+from fer_jax import train
 from fer_jax.data import augment
 from fer_jax.methods import scn
 from fer_jax.models import weights
+from tests import steps
 
 
 def test_rank_regularization_splits_64_into_44_and_20():
@@ -27,9 +28,7 @@ def test_rank_regularization_splits_64_into_44_and_20():
 def _setup(tmp_path):
   config = scn_config.get_config("synthetic,runlocal=true")
   config.dataset.cache_dir = str(tmp_path / "cache")
-  model = scn.build_model(config)
-  tx, _ = optim.make(config.optimizer, 4, 8)
-  state = train.create_state(config, model, tx, scn, 16, jax.random.key(0), None)
+  model, state = steps.initial_state(config, scn)
   rng = np.random.default_rng(0)
   batch = {"image": jnp.asarray(rng.normal(size=(8, 32, 32, 3)), jnp.float32),
            "label": jnp.arange(8) % 7, "index": jnp.arange(8) * 2}

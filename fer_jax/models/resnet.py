@@ -149,6 +149,27 @@ class TorchDense(nn.Module):
     return (y + bias.astype(self.dtype)).astype(jnp.float32)
 
 
+class UncertaintyNeck(nn.Module):
+  """RUL's feature branch on the last map: BatchNorm (no affine, eps 2e-5), dropout 0.4,
+  flatten, Linear to `features`, BatchNorm (affine, eps 2e-5). The map is flattened in NHWC
+  order (torch flattens NCHW: a converted RUL head would need its columns permuted)."""
+
+  features: int = 64
+  dropout: float = 0.4
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, fmap, train):
+    def norm(name, affine):
+      return nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=2e-5,
+                          use_scale=affine, use_bias=affine, dtype=self.dtype, name=name)
+
+    x = norm("bn_in", False)(fmap)
+    x = nn.Dropout(self.dropout, deterministic=not train)(x)
+    x = TorchDense(self.features, self.dtype, name="fc")(x.reshape(x.shape[0], -1))
+    return norm("bn_out", True)(x).astype(jnp.float32)
+
+
 class Classifier(nn.Module):
   """Backbone + one linear head: the model of the CE baseline and of most methods.
 
@@ -156,6 +177,10 @@ class Classifier(nn.Module):
   of `extra_heads` ((name, size) pairs: linear maps of the pooled feature that a method trains
   besides the classifier, e.g. NCCTFER's negative classifier) under its name. With
   `classify=False` there is no classifier (pretraining) and the logits are zeros.
+
+  `neck` is what the head reads: "pool" (the global average of the last map) or
+  "uncertainty" (RUL: `UncertaintyNeck` named `neck` gives the feature mu; in training a
+  second one, `log_var`, gives the features' log-variances, under features["log_var"]).
   """
 
   arch: str
@@ -164,11 +189,21 @@ class Classifier(nn.Module):
   dtype: Any = jnp.float32
   extra_heads: Sequence[tuple[str, int]] = ()
   classify: bool = True
+  neck: str = "pool"
 
   @nn.compact
   def __call__(self, x, train: bool = False):
     feats = build_backbone(self.arch, self.width, self.dtype, name="backbone")(x, train)
-    pooled = feats["pre_logits"]
+    if self.neck == "uncertainty":
+      pooled = UncertaintyNeck(dtype=self.dtype, name="neck")(feats["stage4"], train)
+      feats = {**feats, "mu": pooled}
+      if train or self.is_initializing():
+        feats["log_var"] = UncertaintyNeck(dtype=self.dtype, name="log_var")(feats["stage4"],
+                                                                              train)
+    elif self.neck == "pool":
+      pooled = feats["pre_logits"]
+    else:
+      raise ValueError(f"config.model.neck={self.neck!r}: expected 'pool' or 'uncertainty'")
     feats = {**feats, **{name: TorchDense(size, self.dtype, name=name)(pooled)
                          for name, size in self.extra_heads}}
     if not self.classify:
