@@ -35,19 +35,24 @@ def load_runs(dirs):
   return runs
 
 
-def table(runs):
-  groups = collections.defaultdict(list)
+def groups(runs):
+  """{(method, dataset, noise kind, rate or file): [(seed, summary)] by seed}, sorted."""
+  grouped = collections.defaultdict(list)
   for key, seed, summary in runs:
-    groups[key].append((seed, summary))
+    grouped[key].append((seed, summary))
+  return {k: sorted(v, key=lambda m: m[0]) for k, v in sorted(grouped.items(), key=str)}
+
+
+def table(runs):
   lines = ["| method | dataset | noise | seeds | " + " | ".join(n for _, n in METRICS) + " |",
            "| --- | --- | --- | --- | " + " | ".join("---" for _ in METRICS) + " |"]
-  for (method, dataset, kind, rate), members in sorted(groups.items(), key=str):
+  for (method, dataset, kind, rate), members in groups(runs).items():
     cells = []
     for field, _ in METRICS:
       values = 100 * np.array([s[field] for _, s in members])
       cells.append(f"{values.mean():.2f} ± {values.std():.2f}")
     noise = "clean" if kind == "none" else f"{kind} {rate}"
-    seeds = ",".join(str(seed) for seed, _ in sorted(members, key=lambda m: m[0]))
+    seeds = ",".join(str(seed) for seed, _ in members)
     lines.append(f"| {method} | {dataset} | {noise} | {seeds} | " + " | ".join(cells) + " |")
   return "\n".join(lines) + "\n"
 

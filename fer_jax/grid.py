@@ -1,0 +1,208 @@
+r"""Runs methods x noise settings x seeds from one grid spec, then writes the papers' tables.
+
+  python -m fer_jax.grid --grid configs/grids/synthetic.py --root runs/grid [--dry_run]
+
+A grid spec is a config file whose `get_config(arg)` gives:
+  data:       the dataset argument of every method config (e.g. "synthetic", "raf_db")
+  methods:    config names under configs/ (e.g. ("baseline", "eac"))
+  noise:      settings, each "none", "<kind>:<rate>" (symmetric:0.3, asymmetric_lanet:0.2, ...)
+              or "file:<path>" (a noisy label file in the dataset's format)
+  seeds:      run seeds (`config.seed`); the noisy labels stay those of `config.noise.seed`
+  overrides:  ((field, value), ...) for every run (`--config.<field>=<value>`), e.g.
+              (("dataset.data_dir", "/data/raf-basic"),)
+  pretrain:   optional config that runs once first (e.g. "pretrain_landmarks"); its exported
+              model becomes every run's `init_from`
+Each run gets its own workdir under --root, named <method>_<noise>_s<seed>. A run whose
+summary.json exists is skipped; an interrupted one resumes from its checkpoints. Every command
+is appended to <root>/commands.sh as it starts. At the end <root> holds results.md and
+results.csv (mean ± std over seeds of final, best and mean-of-last-5 accuracy, with the
+commands), accuracy_vs_noise.png (when the grid has several noise rates) and curves.png
+(test accuracy per epoch of every run).
+"""
+
+import csv
+import importlib.util
+import json
+import pathlib
+import shlex
+import subprocess
+import sys
+
+import numpy as np
+from absl import app, flags, logging
+
+from fer_jax import results
+
+
+def load_spec(path_and_arg):
+  """The grid spec ConfigDict of `path[:arg]`."""
+  path, _, arg = str(path_and_arg).partition(":")
+  spec = importlib.util.spec_from_file_location("grid_spec", path)
+  if spec is None or not pathlib.Path(path).exists():
+    raise ValueError(f"--grid {path}: no such grid spec file")
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  config = module.get_config(arg or None)
+  for field in ("data", "methods", "noise", "seeds"):
+    if field not in config:
+      raise ValueError(f"{path}: the grid spec has no `{field}` (module docstring of "
+                       "fer_jax/grid.py lists the fields)")
+  return config
+
+
+def noise_args(setting):
+  """(config-argument suffix, workdir tag) of a noise setting."""
+  kind, _, value = setting.partition(":")
+  if kind == "none" and not value:
+    return "", "clean"
+  if kind == "file" and value:
+    return f",noise_file={value}", "file-" + pathlib.Path(value).stem
+  try:
+    rate = float(value)
+  except ValueError:
+    rate = -1.0
+  if not 0 < rate < 1:
+    raise ValueError(f"grid noise setting {setting!r}: expected 'none', '<kind>:<rate in (0, 1)>' "
+                     "or 'file:<path>'")
+  return f",noise={rate},noise_kind={kind}", f"{kind}{rate:g}"
+
+
+def run_command(config_arg, workdir, overrides):
+  cmd = [sys.executable, "-m", "fer_jax.main", "--config", config_arg,
+         "--config.progress_bar=False", f"--workdir={workdir}"]
+  return cmd + [f"--config.{k}={v}" for k, v in sorted(overrides.items())]
+
+
+def plan(spec, root):
+  """[(workdir, command)] of every run, the pretraining first."""
+  root = pathlib.Path(root)
+  overrides = dict(spec.get("overrides", ()))
+  runs = []
+  if spec.get("pretrain"):
+    pre = root / "pretrain"
+    runs.append((pre, run_command(f"configs/{spec.pretrain}.py", pre, {})))
+    overrides["init_from"] = str(pre / "model")
+  for setting in spec.noise:
+    suffix, tag = noise_args(setting)
+    for method in spec.methods:
+      for seed in spec.seeds:
+        workdir = root / f"{method}_{tag}_s{seed}"
+        runs.append((workdir, run_command(f"configs/{method}.py:{spec.data}{suffix}", workdir,
+                                          {**overrides, "seed": seed})))
+  return runs
+
+
+def execute(runs, root):
+  """Runs what is not finished; returns the workdirs that failed."""
+  failed = []
+  with open(pathlib.Path(root) / "commands.sh", "a") as log:
+    for workdir, cmd in runs:
+      if (workdir / "summary.json").exists():
+        logging.info("done already: %s", workdir)
+        continue
+      workdir.parent.mkdir(parents=True, exist_ok=True)
+      log.write(shlex.join(["python", *cmd[1:]]) + "\n")
+      log.flush()
+      logging.info("running %s", shlex.join(cmd))
+      with open(f"{workdir}.log", "a") as out:
+        code = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT, check=False).returncode
+      if code:
+        logging.error("%s failed (exit %d); its log: %s.log", workdir, code, workdir)
+        failed.append(workdir)
+  return failed
+
+
+def write_tables(runs, root):
+  """results.md and results.csv from the finished runs of the grid; returns the Markdown."""
+  root = pathlib.Path(root)
+  finished = results.load_runs([w for w, _ in runs if w.name != "pretrain"])
+  commands = "\n".join(shlex.join(["python", *cmd[1:]]) for _, cmd in runs)
+  text = (results.table(finished) + "\nCommands (`python -m fer_jax.grid` runs each once):\n\n"
+          f"```bash\n{commands}\n```\n")
+  (root / "results.md").write_text(text)
+  with open(root / "results.csv", "w", newline="") as f:
+    writer = csv.writer(f)
+    writer.writerow(["method", "dataset", "noise", "rate", "seeds",
+                     *[f"{name}_{stat}" for field, name in results.METRICS
+                       for stat in ("mean", "std")]])
+    for key, members in results.groups(finished).items():
+      row = [*key, " ".join(str(seed) for seed, _ in members)]
+      for field, _ in results.METRICS:
+        values = 100 * np.array([s[field] for _, s in members])
+        row += [f"{values.mean():.4f}", f"{values.std():.4f}"]
+      writer.writerow(row)
+  return text
+
+
+def plot(runs, root):
+  """accuracy_vs_noise.png (several rates only) and curves.png of the finished runs."""
+  import matplotlib  # noqa: PLC0415 (plotting is optional at import time)
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # noqa: PLC0415
+
+  root = pathlib.Path(root)
+  finished = results.load_runs([w for w, _ in runs if w.name != "pretrain"])
+  clean, lines = {}, {}  # a method's clean point starts each of its noise-kind lines
+  for (method, _, kind, rate), members in results.groups(finished).items():
+    final = [100 * s["final_accuracy"] for _, s in members]
+    point = (0.0 if kind == "none" else rate, np.mean(final), np.std(final))
+    if kind == "none":
+      clean[method] = point
+    elif kind != "file":  # a label file has no nominal rate to plot against
+      lines.setdefault((method, kind), []).append(point)
+  lines = {k: v + ([clean[k[0]]] if k[0] in clean else []) for k, v in lines.items()}
+  if any(len(points) > 1 for points in lines.values()):
+    fig, ax = plt.subplots(figsize=(5, 4))
+    for (method, kind), points in sorted(lines.items()):
+      rate, mean, std = map(np.array, zip(*sorted(points)))
+      ax.errorbar(100 * rate, mean, yerr=std, marker="o", capsize=3, label=f"{method}, {kind}")
+    ax.set(xlabel="noise rate (%)", ylabel="final test accuracy (%)")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(root / "accuracy_vs_noise.png", dpi=120)
+    plt.close(fig)
+  curves = []
+  for workdir, _ in runs:
+    metrics = workdir / "metrics.jsonl"
+    if workdir.name == "pretrain" or not metrics.exists():
+      continue
+    rows = [json.loads(line) for line in metrics.read_text().splitlines()]
+    points = [(r["epoch"], 100 * r["eval_accuracy"]) for r in rows if "eval_accuracy" in r]
+    if points:
+      curves.append((workdir.name, points))
+  if curves:
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for name, points in curves:
+      ax.plot(*zip(*points), label=name, lw=1)
+    ax.set(xlabel="epoch", ylabel="test accuracy (%)")
+    ax.legend(fontsize=6, ncol=2)
+    fig.tight_layout()
+    fig.savefig(root / "curves.png", dpi=120)
+    plt.close(fig)
+
+
+def main(argv):
+  del argv
+  f = flags.FLAGS
+  spec = load_spec(f.grid)
+  root = pathlib.Path(f.root)
+  root.mkdir(parents=True, exist_ok=True)
+  runs = plan(spec, root)
+  if f.dry_run:
+    for workdir, cmd in runs:
+      state = "done" if (workdir / "summary.json").exists() else "to run"
+      print(f"[{state}] {shlex.join(['python', *cmd[1:]])}")
+    return
+  failed = execute(runs, root)
+  print(write_tables(runs, root), end="")
+  plot(runs, root)
+  if failed:
+    raise SystemExit(f"{len(failed)} runs failed: {[str(w) for w in failed]}")
+
+
+if __name__ == "__main__":
+  flags.DEFINE_string("grid", None, "Grid spec file[:arg] (see the module docstring).",
+                      required=True)
+  flags.DEFINE_string("root", "runs/grid", "Directory of the grid's runs and tables.")
+  flags.DEFINE_bool("dry_run", False, "Only list the runs and whether each is done.")
+  app.run(main)

@@ -1,0 +1,59 @@
+"""The experiment grid: its plan, one real run, skipping finished runs, tables and plots."""
+
+import json
+
+import pytest
+
+from fer_jax import grid
+from tests.test_results import _run
+
+SPEC = '''
+import ml_collections as mlc
+
+def get_config(arg=None):
+  return mlc.ConfigDict(dict(data="synthetic,runlocal=true", methods=("baseline",),
+                             noise=("none", "symmetric:0.3"), seeds=(0, 1),
+                             overrides=(("dataset.cache_dir", "{cache}"), ("num_epochs", 1))))
+'''
+
+
+def _spec(tmp_path):
+  path = tmp_path / "spec.py"
+  path.write_text(SPEC.format(cache=tmp_path / "cache"))
+  return grid.load_spec(path)
+
+
+def test_plan_names_every_run_and_its_exact_command(tmp_path):
+  runs = grid.plan(_spec(tmp_path), tmp_path / "g")
+  assert [w.name for w, _ in runs] == ["baseline_clean_s0", "baseline_clean_s1",
+                                       "baseline_symmetric0.3_s0", "baseline_symmetric0.3_s1"]
+  cmd = runs[3][1]
+  assert "configs/baseline.py:synthetic,runlocal=true,noise=0.3,noise_kind=symmetric" in cmd
+  assert "--config.seed=1" in cmd and "--config.num_epochs=1" in cmd
+  assert grid.noise_args("file:/d/noise01.txt") == (",noise_file=/d/noise01.txt",
+                                                     "file-noise01")
+  with pytest.raises(ValueError, match="grid noise setting 'symmetric:3'"):
+    grid.noise_args("symmetric:3")
+
+
+def test_grid_runs_what_is_missing_and_tabulates(tmp_path):
+  runs = grid.plan(_spec(tmp_path), tmp_path / "g")
+  (tmp_path / "g").mkdir()
+  # Three runs finished already (fake summaries); the fourth really runs.
+  for (workdir, _), final in zip(runs[:3], (0.5, 0.6, 0.4)):
+    seed = int(workdir.name[-1])
+    _run(workdir, "ce", seed, 0.3 if "symmetric" in workdir.name else 0.0, final, final, final)
+  assert grid.execute(runs, tmp_path / "g") == []
+  assert len((tmp_path / "g" / "commands.sh").read_text().splitlines()) == 1
+  assert json.loads((runs[3][0] / "summary.json").read_text())["final_accuracy"] >= 0
+  assert grid.execute(runs, tmp_path / "g") == []  # all done: nothing re-runs
+  assert len((tmp_path / "g" / "commands.sh").read_text().splitlines()) == 1
+  text = grid.write_tables(runs, tmp_path / "g")
+  assert "| ce | synthetic | clean | 0,1 | 55.00 ± 5.00 |" in text
+  assert "--config.seed=1" in text
+  csv_lines = (tmp_path / "g" / "results.csv").read_text().splitlines()
+  assert csv_lines[0].startswith("method,dataset,noise,rate,seeds,final_mean,final_std")
+  assert len(csv_lines) == 3  # header, ce clean, ce symmetric 0.3 (fake and real runs alike)
+  grid.plot(runs, tmp_path / "g")
+  assert (tmp_path / "g" / "accuracy_vs_noise.png").exists()
+  assert (tmp_path / "g" / "curves.png").exists()
