@@ -86,11 +86,6 @@ def write_csv(path, image_paths, probabilities, class_names):
       w.writerow([str(p), *(f"{v:.6f}" for v in row), class_names[int(np.argmax(row))]])
 
 
-flags.DEFINE_string("checkpoint", None, "Model directory or training workdir.")
-flags.DEFINE_string("output", "predictions.csv", "CSV to write (must not exist).")
-flags.DEFINE_integer("batch_size", 64, "Images per forward pass.")
-
-
 def main(argv):
   f = flags.FLAGS
   if len(argv) < 2:
@@ -105,5 +100,8 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  flags.DEFINE_string("checkpoint", None, "Model directory or training workdir.")
+  flags.DEFINE_string("output", "predictions.csv", "CSV to write (must not exist).")
+  flags.DEFINE_integer("batch_size", 64, "Images per forward pass.")
   flags.mark_flags_as_required(["checkpoint"])
   app.run(main)
