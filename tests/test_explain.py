@@ -1,0 +1,44 @@
+"""CAM figures from an exported model."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from PIL import Image
+
+from fer_jax import explain, predict
+from fer_jax.models import resnet, weights
+
+
+def _model_dir(tmp_path, neck="pool"):
+  model = resnet.Classifier("resnet18", 3, 8, neck=neck)
+  variables = model.init(jax.random.key(0), jnp.zeros((1, 32, 32, 3)))
+  weights.save(tmp_path / "m", variables, {
+    "arch": "resnet18", "width": 8, "num_classes": 3, "class_names": ["a", "b", "c"],
+    "image_size": 32, "mean": [0.5] * 3, "std": [0.25] * 3, "has_head": True, "neck": neck})
+  return tmp_path / "m"
+
+
+def test_maps_cover_the_image_and_figure_is_written(tmp_path):
+  directory = _model_dir(tmp_path)
+  images = np.random.default_rng(0).integers(0, 255, (2, 32, 32, 3), np.uint8)
+  for i, image in enumerate(images):
+    Image.fromarray(image).save(tmp_path / f"{i}.png")
+  paths = predict.list_images([tmp_path])
+  model, variables, meta = predict.load_model(directory)
+  probs, maps = explain.class_activation_maps(model, variables, meta, images)
+  assert maps.shape == (2, 32, 32, 3)
+  np.testing.assert_allclose(probs, predict.predict(model, variables, meta, paths), atol=1e-5)
+  # The map's mean plus the bias is the logit (upsampling keeps the mean on a 32 -> 1x1 map).
+  logits = np.log(probs)
+  centred = maps.mean((1, 2)) + np.asarray(variables["params"]["head"]["bias"])
+  np.testing.assert_allclose(centred - centred.mean(1, keepdims=True),
+                             logits - logits.mean(1, keepdims=True), atol=1e-4)
+  explain.figure(paths, images, probs, maps, meta["class_names"], tmp_path / "cams.png", 2)
+  assert (tmp_path / "cams.png").stat().st_size > 0
+
+
+def test_a_model_without_pooled_head_has_no_maps(tmp_path):
+  model, variables, meta = predict.load_model(_model_dir(tmp_path, "uncertainty"))
+  with pytest.raises(ValueError, match="no class activation maps"):
+    explain.class_activation_maps(model, variables, meta, np.zeros((1, 32, 32, 3), np.uint8))
