@@ -1,0 +1,154 @@
+r"""Label audit: ranks every training sample of a run by how likely its given label is wrong.
+
+  python -m fer_jax.audit --checkpoint runs/ncct_syn30 [--signal loss|margin|history] \
+      [--out DIR] [--relabel_top K --labels_out FILE]
+
+Signals (higher = more suspicious):
+  loss     -log p(given label) under the trained model (eval transform)
+  margin   the best other class's probability minus the given label's
+  history  LA-Net's estimated label distribution (the run's last checkpoint): 1 - t[given]
+The suggested label is the most probable class under the signal's distribution.
+
+Writes to --out (default <checkpoint>/audit_<signal>; never overwritten): audit.csv (rank,
+name, given label, suggested label, its probability, score, and where the run's noise is
+synthetic the clean label and whether the given one was flipped) and report.json (with
+known flips: the precision of the top-K ranking, K = the number of flips, which equals its
+recall; the ROC AUC of the score; how often the suggestion is the clean label). `--relabel_top K --labels_out FILE` writes the training labels in the
+dataset's own label-file format with the K most suspicious labels replaced by the suggestion.
+"""
+
+import csv
+import json
+import pathlib
+
+import ml_collections
+import numpy as np
+import orbax.checkpoint as ocp
+from absl import app, flags
+
+from fer_jax import evaluate, noise, predict
+from fer_jax.data import classes, sources
+
+SIGNALS = ("loss", "margin", "history")
+
+
+def distributions(signal, checkpoint, model, variables, meta, train, ops):
+  """(N, C) label distributions of the training samples, in the model's class order."""
+  if signal in ("loss", "margin"):
+    probs, _ = evaluate.probabilities(model, variables, meta, train, ops)
+    return probs
+  if signal == "history":
+    directory = pathlib.Path(checkpoint) / "checkpoints"
+    manager = ocp.CheckpointManager(directory.absolute(), item_names=("state",))
+    step = manager.latest_step()
+    if step is None:
+      raise ValueError(f"{directory}: no checkpoint to read the label history from")
+    extra = manager.restore(step, args=ocp.args.Composite(
+      state=ocp.args.StandardRestore()))["state"]["state"]["extra"]
+    if "history" not in extra:
+      raise ValueError(f"{checkpoint}: --signal=history needs a run that keeps a label history "
+                       "(LA-Net); use --signal=loss or margin")
+    history, visited = np.asarray(extra["history"]), np.asarray(extra["visited"])
+    # A never-visited sample still has its one-hot given label.
+    return np.where(visited[:, None], history, np.eye(history.shape[1])[train.labels])
+  raise ValueError(f"--signal={signal!r}: expected one of {SIGNALS}")
+
+
+def scores(signal, dist, given):
+  own = dist[np.arange(len(given)), given]
+  if signal == "margin":
+    others = dist.copy()
+    others[np.arange(len(given)), given] = -np.inf
+    return others.max(1) - own
+  if signal == "loss":
+    return -np.log(np.maximum(own, 1e-12))
+  return 1.0 - own
+
+
+def roc_auc(score, positive):
+  """Probability that a random positive outranks a random negative (ties count half)."""
+  order = np.argsort(score, kind="stable")
+  ranks = np.empty(len(score))
+  ranks[order] = np.arange(1, len(score) + 1)
+  for value in np.unique(score):  # average ranks of ties
+    tie = score == value
+    ranks[tie] = ranks[tie].mean()
+  n_pos, n_neg = positive.sum(), (~positive).sum()
+  if not n_pos or not n_neg:
+    return float("nan")
+  return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def audit(signal, checkpoint, config):
+  """(rows sorted by suspicion, report, dataset in its own class order, noisy labels)."""
+  model, variables, meta = predict.load_model(checkpoint)
+  own, _ = noise.apply(sources.load(config.dataset), config.noise, None)
+  trained = sources.reorder(own, meta["class_names"])  # the model's class order
+  train = trained.train
+  dist = distributions(signal, checkpoint, model, variables, meta, train,
+                       config.input.eval_ops)
+  given = np.asarray(train.labels)
+  score = scores(signal, dist, given)
+  suggested = dist.argmax(1)
+  order = np.argsort(-score, kind="stable")
+  names = meta["class_names"]
+  rows = []
+  for rank, i in enumerate(order, 1):
+    row = {"rank": rank, "name": train.names[i], "given": names[given[i]],
+           "suggested": names[suggested[i]], "suggested_probability": float(dist[i, suggested[i]]),
+           "score": float(score[i])}
+    if train.clean_labels is not None:
+      row.update(clean=names[train.clean_labels[i]],
+                 flipped=bool(train.clean_labels[i] != given[i]))
+    rows.append(row)
+  report = {"signal": signal, "checkpoint": str(checkpoint), "num_train": len(given)}
+  if train.clean_labels is not None:
+    flipped = np.asarray(train.clean_labels) != given
+    k = int(flipped.sum())
+    top = np.zeros(len(given), bool)
+    top[order[:k]] = True
+    report.update(num_flipped=k, precision_at_k=float((top & flipped).sum() / max(k, 1)),
+                  roc_auc=roc_auc(score, flipped),
+                  suggestion_accuracy_on_flipped=float(
+                    (suggested[flipped] == np.asarray(train.clean_labels)[flipped]).mean())
+                  if k else float("nan"))
+  # Labels back in the dataset's own class order, for its label-file format.
+  own_names = [classes.canonical(n) for n in own.class_names]
+  to_own = np.array([own_names.index(classes.canonical(n)) for n in names])
+  return rows, report, own, to_own[given], to_own[suggested], order
+
+
+def main(argv):
+  del argv
+  f = flags.FLAGS
+  path = pathlib.Path(f.checkpoint) / "config.json"
+  if not path.exists():
+    raise ValueError(f"{f.checkpoint}: not a training workdir (no config.json)")
+  config = ml_collections.ConfigDict(json.loads(path.read_text()))
+  out = pathlib.Path(f.out or pathlib.Path(f.checkpoint) / f"audit_{f.signal}")
+  if f.relabel_top and not f.labels_out:
+    raise ValueError("--relabel_top needs --labels_out (the label file to write)")
+  if f.labels_out and pathlib.Path(f.labels_out).exists():
+    raise FileExistsError(f"{f.labels_out} exists; choose another --labels_out")
+  out.mkdir(parents=True)  # an existing audit is never overwritten
+  rows, report, own, given, suggested, order = audit(f.signal, f.checkpoint, config)
+  with open(out / "audit.csv", "w", newline="") as fh:
+    writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+    writer.writeheader()
+    writer.writerows(rows)
+  (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+  if f.labels_out:
+    cleaned = given.copy()
+    cleaned[order[: f.relabel_top]] = suggested[order[: f.relabel_top]]
+    noise.write_label_file(f.labels_out, own.train.names, cleaned, own)
+    print(f"wrote {f.labels_out}: {int((cleaned != given).sum())} labels changed")
+  print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+  flags.DEFINE_string("checkpoint", None, "Training workdir.", required=True)
+  flags.DEFINE_enum("signal", "loss", SIGNALS, "What ranks the samples.")
+  flags.DEFINE_string("out", "", "Output directory (default <checkpoint>/audit_<signal>).")
+  flags.DEFINE_integer("relabel_top", 0, "Replace the labels of the K most suspicious samples.")
+  flags.DEFINE_string("labels_out", "", "Write the (relabelled) training labels here.")
+  app.run(main)
