@@ -4,10 +4,15 @@ r"""Label audit: ranks every training sample of a run by how likely its given la
       [--out DIR] [--relabel_top K --labels_out FILE]
 
 Signals (higher = more suspicious):
-  loss     -log p(given label) under the trained model (eval transform)
-  margin   the best other class's probability minus the given label's
-  history  LA-Net's estimated label distribution (the run's last checkpoint): 1 - t[given]
-The suggested label is the most probable class under the signal's distribution.
+  loss               -log p(given label) under the trained model (eval transform)
+  margin             the best other class's probability minus the given label's
+  threshold          NCCTFER's confidence rule over the whole training set: T_y - clamp(p_y),
+                     T_c = mean of clamp(p_c, 0.35, 0.65) (positive: non-confident)
+  cam_inconsistency  EAC's flip inconsistency of the class activation maps
+  history            LA-Net's estimated label distribution (the run's last checkpoint):
+                     1 - t[given]
+The suggested label is the most probable class (LA-Net's distribution for `history`, the
+model's prediction otherwise).
 
 Writes to --out (default <checkpoint>/audit_<signal>; never overwritten): audit.csv (rank,
 name, given label, suggested label, its probability, score, and where the run's noise is
@@ -21,20 +26,40 @@ import csv
 import json
 import pathlib
 
+import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
 from absl import app, flags
 
 from fer_jax import evaluate, noise, predict
-from fer_jax.data import classes, sources
+from fer_jax.data import classes, pipeline, sources
+from fer_jax.methods import eac, ncct
 
-SIGNALS = ("loss", "margin", "history")
+SIGNALS = ("loss", "margin", "threshold", "cam_inconsistency", "history")
+
+
+def cam_inconsistency(model, variables, meta, source, ops, batch_size=64):
+  """(N,) EAC's flip inconsistency per sample: mean squared difference between the class
+  activation maps of the image and the flipped-back maps of its mirror image."""
+  kernel = variables["params"]["head"]["kernel"]
+
+  @jax.jit
+  def per_sample(images):
+    x = pipeline.to_model_input({"image": images}, meta["mean"], meta["std"])["image"]
+    maps = [eac.class_activation_maps(model.apply(variables, v, train=False)[1]["stage4"], kernel)
+            for v in (x, jnp.flip(x, 2))]
+    return jnp.mean((maps[0] - jnp.flip(maps[1], 2)) ** 2, axis=(1, 2, 3))
+
+  out = [np.asarray(per_sample(jnp.asarray(b["image"])))[b["_mask"]]
+         for b in pipeline.eval_batches(source, ops, batch_size)]
+  return np.concatenate(out)
 
 
 def distributions(signal, checkpoint, model, variables, meta, train, ops):
   """(N, C) label distributions of the training samples, in the model's class order."""
-  if signal in ("loss", "margin"):
+  if signal in ("loss", "margin", "threshold", "cam_inconsistency"):
     probs, _ = evaluate.probabilities(model, variables, meta, train, ops)
     return probs
   if signal == "history":
@@ -56,6 +81,11 @@ def distributions(signal, checkpoint, model, variables, meta, train, ops):
 
 def scores(signal, dist, given):
   own = dist[np.arange(len(given)), given]
+  if signal == "threshold":  # NCCTFER's rule over the whole training set: T_y - clamp(p_y)
+    thresholds, clamped = ncct.class_thresholds(jnp.asarray(dist), jnp.asarray(given),
+                                                "clamped_batch_mean")
+    clamped = np.asarray(clamped)[np.arange(len(given)), given]
+    return np.asarray(thresholds)[given] - clamped
   if signal == "margin":
     others = dist.copy()
     others[np.arange(len(given)), given] = -np.inf
@@ -88,7 +118,13 @@ def audit(signal, checkpoint, config):
   dist = distributions(signal, checkpoint, model, variables, meta, train,
                        config.input.eval_ops)
   given = np.asarray(train.labels)
-  score = scores(signal, dist, given)
+  if signal == "cam_inconsistency":
+    if meta.get("neck", "pool") != "pool":
+      raise ValueError(f"{checkpoint}: --signal=cam_inconsistency needs class activation maps; "
+                       "this model's head does not read a pooled feature")
+    score = cam_inconsistency(model, variables, meta, train, config.input.eval_ops)
+  else:
+    score = scores(signal, dist, given)
   suggested = dist.argmax(1)
   order = np.argsort(-score, kind="stable")
   names = meta["class_names"]

@@ -19,6 +19,11 @@ def test_roc_auc_and_scores_by_hand():
   given = np.array([0, 1])
   np.testing.assert_allclose(audit.scores("margin", dist, given), [-0.5, 0.3])
   np.testing.assert_allclose(audit.scores("loss", dist, given), -np.log([0.7, 0.3]))
+  # NCCTFER's toy batch (ncct_scn_rul.md §8): T = (0.4625, 0.4875, 0.35); sample 1 is the
+  # non-confident one, sample 3 ties.
+  toy = np.array([[.9, .05, .05], [.3, .6, .1], [.2, .7, .1], [.5, .2, .3]], np.float32)
+  np.testing.assert_allclose(audit.scores("threshold", toy, np.array([0, 0, 1, 2])),
+                             [-0.1875, 0.1125, -0.1625, 0.0], atol=1e-6)
 
 
 def _run(tmp_path, module, name, epochs=2):
@@ -48,6 +53,8 @@ def test_audit_of_a_noisy_run_scores_its_flips_and_writes_labels(tmp_path):
   np.testing.assert_array_equal(noise.read_label_file(tmp_path / "labels.txt", own), cleaned)
   with pytest.raises(ValueError, match="needs a run that keeps a label history"):
     audit.audit("history", tmp_path / "ce", config)
+  rows, report, *_ = audit.audit("cam_inconsistency", tmp_path / "ce", config)
+  assert all(r["score"] >= 0 for r in rows) and report["signal"] == "cam_inconsistency"
 
 
 def test_lanet_history_is_an_audit_signal(tmp_path):
