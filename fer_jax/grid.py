@@ -82,10 +82,11 @@ def plan(spec, root):
     pre = root / "pretrain"
     runs.append((pre, run_command(f"configs/{spec.pretrain}.py", pre, {})))
     overrides["init_from"] = str(pre / "model")
+  # Seed by seed, so that a grid stopped half-way has complete seeds for every method.
   for setting in spec.noise:
     suffix, tag = noise_args(setting)
-    for method in spec.methods:
-      for seed in spec.seeds:
+    for seed in spec.seeds:
+      for method in spec.methods:
         workdir = root / f"{method}_{tag}_s{seed}"
         runs.append((workdir, run_command(f"configs/{method}.py:{spec.data}{suffix}", workdir,
                                           {**overrides, "seed": seed})))
