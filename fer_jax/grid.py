@@ -10,6 +10,8 @@ A grid spec is a config file whose `get_config(arg)` gives:
   seeds:      run seeds (`config.seed`); the noisy labels stay those of `config.noise.seed`
   overrides:  ((field, value), ...) for every run (`--config.<field>=<value>`), e.g.
               (("dataset.data_dir", "/data/raf-basic"),)
+  method_overrides: optional ((method, ((field, value), ...)), ...) for one method's runs
+              (e.g. LA-Net's `dataset.train_landmarks`)
   pretrain:   optional config that runs once first (e.g. "pretrain_landmarks"); its exported
               model becomes every run's `init_from`
 Each run gets its own workdir under --root, named <method>_<noise>_s<seed>. A run whose
@@ -77,6 +79,7 @@ def plan(spec, root):
   """[(workdir, command)] of every run, the pretraining first."""
   root = pathlib.Path(root)
   overrides = dict(spec.get("overrides", ()))
+  per_method = dict(spec.get("method_overrides", ()))
   runs = []
   if spec.get("pretrain"):
     pre = root / "pretrain"
@@ -88,8 +91,9 @@ def plan(spec, root):
     for seed in spec.seeds:
       for method in spec.methods:
         workdir = root / f"{method}_{tag}_s{seed}"
+        own = dict(per_method.get(method, ()))
         runs.append((workdir, run_command(f"configs/{method}.py:{spec.data}{suffix}", workdir,
-                                          {**overrides, "seed": seed})))
+                                          {**overrides, **own, "seed": seed})))
   return runs
 
 

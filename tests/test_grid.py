@@ -57,3 +57,16 @@ def test_grid_runs_what_is_missing_and_tabulates(tmp_path):
   grid.plot(runs, tmp_path / "g")
   assert (tmp_path / "g" / "accuracy_vs_noise.png").exists()
   assert (tmp_path / "g" / "curves.png").exists()
+
+
+def test_raf_db_grid_gives_lanet_its_landmarks_and_needs_a_data_dir(tmp_path):
+  spec = grid.load_spec("configs/grids/raf_db.py:data_dir=/d,landmarks=lm.tensor,seeds=1,"
+                        "noise=symmetric:0.3")
+  commands = {w.name: cmd for w, cmd in grid.plan(spec, tmp_path)}
+  assert "--config.dataset.train_landmarks=lm.tensor" in commands["lanet_symmetric0.3_s0"]
+  assert not any("train_landmarks" in c for c in commands["baseline_symmetric0.3_s0"])
+  assert all("--config.dataset.data_dir=/d" in c for c in commands.values())
+  no_landmarks = grid.load_spec("configs/grids/raf_db.py:data_dir=/d")
+  assert "lanet" not in no_landmarks.methods and len(no_landmarks.noise) == 3
+  with pytest.raises(ValueError, match="needs data_dir"):
+    grid.load_spec("configs/grids/raf_db.py")
