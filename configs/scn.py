@@ -29,7 +29,6 @@ def get_config(arg=None):
                           decay_rate=0.9))
   if arg.data == "synthetic" and not arg.runlocal:
     common.synthetic_recipe(c)
-    c.scn.relabel_epoch = 5  # 10 of 70 epochs is a seventh of the run; 5 of the recipe's 15
   if arg.runlocal:
     c.num_epochs, c.batch_size = 2, 8
     c.scn.relabel_epoch = 2
