@@ -15,7 +15,7 @@ from fer_jax import optim, train
 from fer_jax.data import augment, landmark_files, pipeline, sources
 from fer_jax.methods import lanet, per_sample
 from fer_jax.models import landmark_aware, weights
-from tests.test_train import _run_steps
+from tests.test_train import on_one_and_two_devices
 
 
 def _count(tree):
@@ -259,14 +259,9 @@ def test_config_refuses_datasets_without_landmarks():
 
 
 def test_one_and_two_devices_keep_the_same_per_sample_state(tmp_path):
-  assert jax.device_count() == 2, "conftest forces 2 host devices"
   config = lanet_config.get_config("synthetic,noise=0.3,runlocal=true")
   config.dataset.cache_dir = str(tmp_path / "cache")
-  dataset = sources.load(config.dataset)
-  it = iter(pipeline.train_dataset(dataset.train, config.input.train_ops, batch_size=8, seed=0))
-  batches = [next(it) for _ in range(3)]
-  losses1, state1 = _run_steps(config, jax.devices()[:1], batches)
-  losses2, state2 = _run_steps(config, jax.devices(), batches)
+  (losses1, state1), (losses2, state2) = on_one_and_two_devices(config)
   np.testing.assert_allclose(losses1, losses2, rtol=1e-4)
   for key in ("history", "queue_u", "queue_v"):
     np.testing.assert_allclose(state1.extra[key], state2.extra[key], atol=1e-4)

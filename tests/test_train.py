@@ -51,14 +51,19 @@ def _run_steps(config, devices, batches):
   return losses, jax.device_get(state)
 
 
-def test_one_and_two_devices_give_the_same_training(tmp_path):
+def on_one_and_two_devices(config, steps=3):
+  """((losses, final state) on one device, the same on two) for `steps` real batches of 8."""
   assert jax.device_count() == 2, "conftest forces 2 host devices"
-  config = tiny_config(tmp_path)
   dataset = sources.load(config.dataset)
   it = iter(pipeline.train_dataset(dataset.train, config.input.train_ops, batch_size=8, seed=0))
-  batches = [next(it) for _ in range(3)]
-  losses1, state1 = _run_steps(config, jax.devices()[:1], batches)
-  losses2, state2 = _run_steps(config, jax.devices(), batches)
+  batches = [next(it) for _ in range(steps)]
+  return (_run_steps(config, jax.devices()[:1], batches),
+          _run_steps(config, jax.devices(), batches))
+
+
+def test_one_and_two_devices_give_the_same_training(tmp_path):
+  config = tiny_config(tmp_path)
+  (losses1, state1), (losses2, state2) = on_one_and_two_devices(config)
   np.testing.assert_allclose(losses1, losses2, rtol=1e-5)
   assert losses1[0] != losses1[2]  # the steps really changed the model
   # Global-batch BatchNorm: running stats agree, not per-device halves.
