@@ -45,13 +45,7 @@ def expected_calibration_error(probs, labels, bins=15):
 
 def probabilities(model, variables, meta, source, ops, batch_size=64):
   """(N, C) class probabilities and (N,) labels of every example of `source`."""
-  mean, std = meta["mean"], meta["std"]
-
-  @jax.jit
-  def probs(images):
-    x = pipeline.to_model_input({"image": images}, mean, std)["image"]
-    return jax.nn.softmax(model.apply(variables, x, train=False)[0], -1)
-
+  probs = jax.jit(predict.probability_fn(model, variables, meta))
   out, labels = [], []
   for batch in pipeline.eval_batches(source, ops, batch_size):
     keep = batch["_mask"]

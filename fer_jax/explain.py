@@ -17,6 +17,7 @@ import numpy as np
 from absl import app, flags
 
 from fer_jax import predict
+from fer_jax.data import pipeline
 
 
 def class_activation_maps(model, variables, meta, images):
@@ -24,8 +25,7 @@ def class_activation_maps(model, variables, meta, images):
   if meta.get("neck", "pool") != "pool":
     raise ValueError(f"a model with neck {meta['neck']!r} has no class activation maps: its "
                      "classifier does not read the average of the last feature map")
-  x = (jnp.asarray(images, jnp.float32) / 255.0 - jnp.asarray(meta["mean"])) / jnp.asarray(
-    meta["std"])
+  x = pipeline.to_model_input({"image": jnp.asarray(images)}, meta["mean"], meta["std"])["image"]
   logits, feats = model.apply(variables, x, train=False)
   kernel = variables["params"]["head"]["kernel"]
   maps = jnp.einsum("nhwc,ck->nhwk", feats["stage4"].astype(jnp.float32), kernel)

@@ -20,7 +20,6 @@ import pathlib
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from absl import app, flags
 
 from fer_jax import predict
@@ -30,12 +29,7 @@ PLATFORMS = ("cpu", "cuda")
 
 def export(model, variables, meta, platforms=PLATFORMS):
   """The jax.export.Exported of uint8 images -> probabilities, weights as constants."""
-  mean, std = np.asarray(meta["mean"], np.float32), np.asarray(meta["std"], np.float32)
-
-  def probabilities(images):
-    x = (images.astype(jnp.float32) / 255.0 - mean) / std
-    return jax.nn.softmax(model.apply(variables, x, train=False)[0], -1)
-
+  probabilities = predict.probability_fn(model, variables, meta)
   batch, = jax.export.symbolic_shape("batch")
   size = meta["image_size"]
   spec = jax.ShapeDtypeStruct((batch, size, size, 3), jnp.uint8)

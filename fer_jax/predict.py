@@ -13,11 +13,11 @@ import csv
 import pathlib
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from absl import app, flags
 from PIL import Image
 
+from fer_jax.data import pipeline
 from fer_jax.models import resnet, weights
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
@@ -59,15 +59,20 @@ def read_image(path, size):
     raise ValueError(f"{path}: unreadable image ({e}); expected a JPEG/PNG/BMP/WebP file") from e
 
 
-def predict(model, variables, meta, paths, batch_size=64):
-  """Returns an (N, num_classes) array of class probabilities for the image files."""
-  mean, std = jnp.asarray(meta["mean"]), jnp.asarray(meta["std"])
+def probability_fn(model, variables, meta):
+  """uint8 images (N, size, size, 3) -> class probabilities (N, C), the model's own
+  normalisation inside (not jitted: callers jit or export it)."""
 
-  @jax.jit
-  def probs(images):
-    x = (images.astype(jnp.float32) / 255.0 - mean) / std
+  def probabilities(images):
+    x = pipeline.to_model_input({"image": images}, meta["mean"], meta["std"])["image"]
     return jax.nn.softmax(model.apply(variables, x, train=False)[0], -1)
 
+  return probabilities
+
+
+def predict(model, variables, meta, paths, batch_size=64):
+  """Returns an (N, num_classes) array of class probabilities for the image files."""
+  probs = jax.jit(probability_fn(model, variables, meta))
   out = []
   for start in range(0, len(paths), batch_size):
     chunk = [read_image(p, meta["image_size"]) for p in paths[start : start + batch_size]]

@@ -9,7 +9,6 @@ import functools
 import importlib
 import json
 import logging
-import math
 import pathlib
 
 import jax
@@ -44,14 +43,6 @@ def create_mesh(devices=None):
   devices = jax.devices() if devices is None else devices
   return jax.sharding.Mesh(np.array(devices), ("data",),
                            axis_types=(jax.sharding.AxisType.Auto,))
-
-
-def epoch_steps(config, num_train):
-  """Steps per epoch: with `input.drop_last` only full batches (LA-Net's loader), otherwise
-  the last, partial batch of an epoch is completed from the next one."""
-  if config.input.drop_last:
-    return num_train // config.batch_size
-  return math.ceil(num_train / config.batch_size)
 
 
 def train_step(state, batch, rng, *, model, tx, method, config, lr_fn):
@@ -195,7 +186,7 @@ def train_and_evaluate(config, workdir):
   method = get_method(config)
   model = method.build_model(config)
   num_train = len(dataset.train)
-  steps_per_epoch = epoch_steps(config, num_train)
+  steps_per_epoch = optim.epoch_steps(config, num_train)
   total_steps = steps_per_epoch * config.num_epochs
   tx, lr_fns = optim.make(config.optimizer, steps_per_epoch, total_steps)
   # Made by a jitted function so the keys are global arrays (every host saves and restores them).

@@ -69,7 +69,7 @@ def test_progressive_sampler_counts_on_raf_db():
 
 def test_raf_db_schedule_is_95_steps_by_80_epochs_to_zero():
   config = lanet_config.get_config("raf_db")
-  steps = train.epoch_steps(config, 12271)
+  steps = optim.epoch_steps(config, 12271)
   assert steps == 95 and steps * config.num_epochs == 7600
   _, lr = optim.make(config.optimizer, steps, steps * config.num_epochs)
   for t in (0, 1000, 3800, 7599, 7600):

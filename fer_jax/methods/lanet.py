@@ -72,13 +72,10 @@ def adapt_pretrained(variables, loaded):
   """A converted ResNet fills both branches: its layers 2-4 also initialise the landmark
   branch's (lanet.md §1, `load_parameters`)."""
   out = {col: dict(tree) for col, tree in variables.items()}
-  for col, tree in loaded.items():
-    backbone = tree.get("backbone", {})
-    if col in out and "landmark_branch" in out[col]:
-      branch = dict(out[col]["landmark_branch"])
-      branch.update({k: v for k, v in backbone.items() if k.split("_")[0] in
-                     ("layer2", "layer3", "layer4") and k in branch})
-      out[col]["landmark_branch"] = branch
+  for col, tree in out.items():
+    backbone = loaded.get(col, {}).get("backbone", {})
+    # The branch's layer names are those of the backbone's layers 2-4.
+    tree["landmark_branch"] = {k: backbone.get(k, v) for k, v in tree["landmark_branch"].items()}
   return out
 
 

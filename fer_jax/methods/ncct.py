@@ -34,12 +34,12 @@ when the run knows which labels were flipped, the precision and recall of "non-c
 a detector of wrong labels.
 """
 
-import math
 
 import jax
 import jax.numpy as jnp
 import optax
 
+from fer_jax import optim
 from fer_jax.models import resnet
 
 
@@ -52,7 +52,7 @@ def build_model(config):
 
 def init_extra(config, num_train, rng, variables):
   del rng, variables
-  return {"steps_per_epoch": jnp.int32(math.ceil(num_train / config.batch_size))}
+  return {"steps_per_epoch": jnp.int32(optim.epoch_steps(config, num_train))}
 
 
 def class_thresholds(probs, labels, mode, clamp=(0.35, 0.65)):

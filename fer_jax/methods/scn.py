@@ -17,12 +17,12 @@ Since alpha > 0, scaling does not change a prediction: evaluation and the export
 the classifier's logits z (the probabilities `predict` reports are softmax(z), not of alpha z).
 """
 
-import math
 
 import jax
 import jax.numpy as jnp
 import optax
 
+from fer_jax import optim
 from fer_jax.methods import per_sample
 from fer_jax.models import resnet
 
@@ -35,7 +35,7 @@ def build_model(config):
 
 def init_extra(config, num_train, rng, variables):
   del rng, variables
-  return {"steps_per_epoch": jnp.int32(math.ceil(num_train / config.batch_size)),
+  return {"steps_per_epoch": jnp.int32(optim.epoch_steps(config, num_train)),
           # -1: the sample keeps the label it came with.
           "relabelled": jnp.full((num_train,), -1, jnp.int32)}
 
@@ -68,9 +68,9 @@ def loss_fn(params, state, batch, rng, *, model, config):
   gap = probs.max(1) - jnp.take_along_axis(probs, labels[:, None], 1)[:, 0]
   epoch = state.step // extra["steps_per_epoch"]
   change = (epoch >= c.relabel_epoch - 1) & (gap > c.relabel_margin)
+  low = jnp.argsort(jnp.argsort(-jax.lax.stop_gradient(alpha))) >= high  # the group L
   if c.relabel_group == "low":  # the paper's text: only the low-importance group
-    rank = jnp.argsort(jnp.argsort(-jax.lax.stop_gradient(alpha)))
-    change &= rank >= high
+    change &= low
   relabelled = per_sample.write_rows(extra["relabelled"], index, probs.argmax(1), change)
 
   metrics = {"ce": ce, "rank_regularization": rr, "importance_mean": alpha.mean(),
@@ -80,7 +80,6 @@ def loss_fn(params, state, batch, rng, *, model, config):
     right = probs.argmax(1) == batch["clean_label"]
     metrics["relabel_precision"] = jnp.sum(change & right) / jnp.maximum(change.sum(), 1)
     wrong = batch["clean_label"] != batch["label"]
-    low = jnp.argsort(jnp.argsort(-alpha)) >= high
     metrics["low_group_precision"] = jnp.sum(low & wrong) / jnp.maximum(low.sum(), 1)
   return ce + rr, {"batch_stats": mutated["batch_stats"],
                    "extra": {**extra, "relabelled": relabelled}, "metrics": metrics,
