@@ -115,8 +115,6 @@ def main(argv):
   config = load_config(f.checkpoint, f.config)
   model, variables, meta = predict.load_model(f.checkpoint)
   dataset = sources.in_class_order(sources.load(config.dataset), config.dataset)
-  if f.split not in ("train", "test"):
-    raise ValueError(f"--split={f.split!r}: expected train or test")
   result = evaluate(model, variables, meta, dataset, f.split, config.input.eval_ops)
   out = f.out or pathlib.Path(f.checkpoint) / f"eval_{f.split}"
   write(result, out)
@@ -129,6 +127,6 @@ if __name__ == "__main__":
                       required=True)
   config_flags.DEFINE_config_file("config", None, "Config file[:arg] naming the dataset "
                                   "(default: the workdir's config.json).", lock_config=False)
-  flags.DEFINE_string("split", "test", "train | test")
+  flags.DEFINE_enum("split", "test", ["train", "test"], "Which split to score.")
   flags.DEFINE_string("out", "", "Output directory (default <checkpoint>/eval_<split>).")
   app.run(main)

@@ -131,11 +131,8 @@ def write_tables(runs, root):
                      *[f"{name}_{stat}" for field, name in results.METRICS
                        for stat in ("mean", "std")]])
     for key, members in results.groups(finished).items():
-      row = [*key, " ".join(str(seed) for seed, _ in members)]
-      for field, _ in results.METRICS:
-        values = 100 * np.array([s[field] for _, s in members])
-        row += [f"{values.mean():.4f}", f"{values.std():.4f}"]
-      writer.writerow(row)
+      stats = [f"{x:.4f}" for pair in results.mean_std(members) for x in pair]
+      writer.writerow([*key, " ".join(str(seed) for seed, _ in members), *stats])
   return text
 
 

@@ -43,14 +43,17 @@ def groups(runs):
   return {k: sorted(v, key=lambda m: m[0]) for k, v in sorted(grouped.items(), key=str)}
 
 
+def mean_std(members):
+  """[(mean, std)] in % over the seeds of a group, one pair per metric of METRICS."""
+  values = [100 * np.array([s[field] for _, s in members]) for field, _ in METRICS]
+  return [(v.mean(), v.std()) for v in values]
+
+
 def table(runs):
   lines = ["| method | dataset | noise | seeds | " + " | ".join(n for _, n in METRICS) + " |",
            "| --- | --- | --- | --- | " + " | ".join("---" for _ in METRICS) + " |"]
   for (method, dataset, kind, rate), members in groups(runs).items():
-    cells = []
-    for field, _ in METRICS:
-      values = 100 * np.array([s[field] for _, s in members])
-      cells.append(f"{values.mean():.2f} ± {values.std():.2f}")
+    cells = [f"{mean:.2f} ± {std:.2f}" for mean, std in mean_std(members)]
     noise = "clean" if kind == "none" else f"{kind} {rate}"
     seeds = ",".join(str(seed) for seed, _ in members)
     lines.append(f"| {method} | {dataset} | {noise} | {seeds} | " + " | ".join(cells) + " |")
