@@ -70,3 +70,22 @@ def test_raf_db_grid_gives_lanet_its_landmarks_and_needs_a_data_dir(tmp_path):
   assert "lanet" not in no_landmarks.methods and len(no_landmarks.noise) == 3
   with pytest.raises(ValueError, match="needs data_dir"):
     grid.load_spec("configs/grids/raf_db.py")
+
+
+def test_synthetic_grid_trains_1000_images_45_epochs_and_takes_a_batch_size(tmp_path):
+  spec = grid.load_spec("configs/grids/synthetic.py")
+  default = {w.name: cmd for w, cmd in grid.plan(spec, tmp_path)}
+  assert len(default) == 1 + 6 * 3  # pretraining, then six methods x three seeds
+  eac = default["eac_symmetric0.3_s2"]
+  assert {"--config.dataset.num_train=1000", "--config.num_epochs=45",
+          f"--config.init_from={tmp_path / 'pretrain' / 'model'}"} <= set(eac)
+  assert not any(arg.startswith("--config.batch_size") for arg in eac)  # the recipe's 64
+  b32 = grid.plan(grid.load_spec("configs/grids/synthetic.py:methods=baseline+eac,batch_size=32"),
+                  tmp_path)
+  assert [w.name for w, _ in b32][1:3] == ["baseline_symmetric0.3_s0", "eac_symmetric0.3_s0"]
+  assert all("--config.batch_size=32" in cmd for w, cmd in b32 if w.name != "pretrain")
+  official = grid.load_spec("configs/grids/synthetic.py:methods=eac,batch_size=32,lr=2e-4,"
+                            "decay_rate=0.9,epochs=60")
+  assert dict(official.overrides) == {"dataset.num_train": 1000, "num_epochs": 60,
+                                      "batch_size": 32, "optimizer.lr": 2e-4,
+                                      "optimizer.decay_rate": 0.9}

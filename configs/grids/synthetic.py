@@ -3,6 +3,16 @@ three seeds.
 
   python -m fer_jax.grid --grid configs/grids/synthetic.py --root runs/grid_synthetic
   python -m fer_jax.grid --grid configs/grids/synthetic.py:seeds=1,methods=baseline+ncct  # smaller
+  # CE and EAC at EAC's official batch size, 32 (twice the steps of the recipe's 64):
+  python -m fer_jax.grid --grid configs/grids/synthetic.py:methods=baseline+eac,batch_size=32 \
+      --root runs/grid_synthetic_b32
+  # CE and EAC with EAC's official optimiser (batch 32, lr 2e-4 x0.9 per epoch, 60 epochs):
+  python -m fer_jax.grid --grid configs/grids/synthetic.py:methods=baseline+eac,batch_size=32,lr=2e-4,decay_rate=0.9,epochs=60 \
+      --root runs/grid_synthetic_eac_recipe
+
+Arguments: seeds, methods ("+"-separated config names), noise ("+"-separated settings),
+batch_size, lr, decay_rate (per epoch), epochs; the last four default to the synthetic recipe
+with 45 epochs and are passed to every run only where they differ from it.
 
 Every method starts from the same label-free landmark-pretrained backbone (run once first)
 and trains with the shared synthetic recipe (configs/common.py) on 1,000 training images for
@@ -16,15 +26,21 @@ import ml_collections as mlc
 
 from configs import common
 
+# The synthetic recipe (configs/common.py) that the grid's `:arg` optimiser keys default to.
+RECIPE = dict(batch_size=64, lr=1e-3, decay_rate=0.95, epochs=45)
+FIELDS = dict(batch_size="batch_size", lr="optimizer.lr", decay_rate="optimizer.decay_rate")
+
 
 def get_config(arg=None):
   arg = common.parse_arg(arg, seeds=3, methods="baseline+eac+ncct+lanet+scn+rul",
-                         noise="symmetric:0.3")
+                         noise="symmetric:0.3", **RECIPE)
+  overrides = [("dataset.num_train", 1000), ("num_epochs", arg.epochs)]
+  overrides += [(field, arg[k]) for k, field in FIELDS.items() if arg[k] != RECIPE[k]]
   return mlc.ConfigDict(dict(
     data="synthetic",
     methods=tuple(arg.methods.split("+")),
     noise=tuple(arg.noise.split("+")),
     seeds=tuple(range(arg.seeds)),
-    overrides=(("dataset.num_train", 1000), ("num_epochs", 45)),
+    overrides=tuple(overrides),
     pretrain="pretrain_landmarks",
   ))
