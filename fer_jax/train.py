@@ -145,6 +145,15 @@ def _load_dataset(dataset_config):
   return dataset if jax.process_index() == 0 else sources.load(dataset_config)
 
 
+def train_input(config, source, batch_size, steps_per_epoch):
+  """The config's train stream of `source` in batches of `batch_size` (this process's share)."""
+  return pipeline.train_dataset(
+    source, config.input.train_ops, batch_size=batch_size, seed=config.seed,
+    num_threads=config.input.num_threads, num_workers=config.input.num_workers,
+    sampler=config.input.sampler, num_epochs=config.num_epochs,
+    num_classes=config.model.num_classes, steps_per_epoch=steps_per_epoch)
+
+
 def train_and_evaluate(config, workdir):
   """Trains `config` in `workdir`, resuming from its latest checkpoint if there is one.
 
@@ -195,14 +204,8 @@ def train_and_evaluate(config, workdir):
   state = create_state(config, model, tx, method, num_train, init_rng, replicated)
   parameter_overview.log_parameter_overview(jax.device_get(state.params))
 
-  train_ds = pipeline.train_dataset(
-    dataset.train, config.input.train_ops, batch_size=config.batch_size // n_proc,
-    seed=config.seed, num_threads=config.input.num_threads,
-    num_workers=config.input.num_workers, sampler=config.input.sampler,
-    num_epochs=config.num_epochs, num_classes=config.model.num_classes,
-    steps_per_epoch=steps_per_epoch,
-  )
-  train_iter = iter(train_ds)
+  train_iter = iter(train_input(config, dataset.train, config.batch_size // n_proc,
+                                steps_per_epoch))
   ckpt = checkpoint.Checkpointer((workdir / "checkpoints").absolute(), config.keep_checkpoints)
   meta = {"history": [], "confusion": None}
   restored = ckpt.restore(state, rng)

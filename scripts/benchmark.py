@@ -64,7 +64,8 @@ def main(argv):
   replicated, data_sharding = NamedSharding(mesh, P()), NamedSharding(mesh, P("data"))
   method = train.get_method(config)
   model = method.build_model(config)
-  tx, lr_fns = optim.make(config.optimizer, 100, 10_000)
+  steps_per_epoch = optim.epoch_steps(config, len(dataset.train))
+  tx, lr_fns = optim.make(config.optimizer, steps_per_epoch, steps_per_epoch * config.num_epochs)
   state = train.create_state(config, model, tx, method, len(dataset.train), jax.random.key(0),
                              replicated)
   step_fn = jax.jit(
@@ -73,10 +74,7 @@ def main(argv):
     donate_argnums=0, out_shardings=(replicated, replicated),
   )
   def make_pipeline():
-    return pipeline.train_dataset(
-      dataset.train, config.input.train_ops, batch_size=config.batch_size, seed=0,
-      num_threads=config.input.num_threads, num_workers=config.input.num_workers,
-      sampler=config.input.sampler)
+    return train.train_input(config, dataset.train, config.batch_size, steps_per_epoch)
 
   host_iter = iter(make_pipeline())
   sample = next(host_iter)
