@@ -1,4 +1,5 @@
-"""Two host devices for multi-device tests; absl flags parsed for grain; a compile cache."""
+"""Two host devices for multi-device tests; absl flags parsed for grain; a compile cache; one
+finished LA-Net run shared by the tests that read one."""
 
 import os
 import pathlib
@@ -8,6 +9,7 @@ os.environ["XLA_FLAGS"] = (
 ).strip()
 
 import jax  # noqa: E402
+import pytest  # noqa: E402
 from absl import flags  # noqa: E402
 
 flags.FLAGS.mark_as_parsed()
@@ -15,3 +17,19 @@ jax.config.update(
   "jax_compilation_cache_dir", str(pathlib.Path("~/.cache/fer_jax/jax_cache").expanduser())
 )
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+
+
+@pytest.fixture(scope="session")
+def lanet_run(tmp_path_factory):
+  """(config, workdir) of a finished 2-epoch LA-Net run on noisy synthetic data (runlocal),
+  checkpointed at epoch ends only (steps 12 and 24). Tests must not write into it."""
+  from configs import lanet as lanet_config  # noqa: PLC0415
+  from fer_jax import train  # noqa: PLC0415
+
+  root = tmp_path_factory.mktemp("lanet_run")
+  config = lanet_config.get_config("synthetic,noise=0.3,runlocal=true")
+  config.dataset.cache_dir = str(root / "cache")
+  config.progress_bar = False
+  config.checkpoint_every_steps = 1000
+  train.train_and_evaluate(config, root / "run")
+  return config, root / "run"

@@ -4,7 +4,6 @@ import numpy as np
 import pytest
 
 from configs import baseline
-from configs import lanet as lanet_config
 from fer_jax import audit, noise, train
 
 
@@ -26,17 +25,11 @@ def test_roc_auc_and_scores_by_hand():
                              [-0.1875, 0.1125, -0.1625, 0.0], atol=1e-6)
 
 
-def _run(tmp_path, module, name, epochs=2):
-  config = module.get_config("synthetic,noise=0.3,runlocal=true")
+def test_audit_of_a_noisy_run_scores_its_flips_and_writes_labels(tmp_path):
+  config = baseline.get_config("synthetic,noise=0.3,runlocal=true")
   config.dataset.cache_dir = str(tmp_path / "cache")
   config.progress_bar = False
-  config.num_epochs = epochs
-  train.train_and_evaluate(config, tmp_path / name)
-  return config
-
-
-def test_audit_of_a_noisy_run_scores_its_flips_and_writes_labels(tmp_path):
-  config = _run(tmp_path, baseline, "ce")
+  train.train_and_evaluate(config, tmp_path / "ce")
   rows, report, own, given, suggested, order = audit.audit("loss", tmp_path / "ce", config)
   assert len(rows) == report["num_train"] == len(own.train)
   assert [r["rank"] for r in rows[:3]] == [1, 2, 3]
@@ -57,8 +50,8 @@ def test_audit_of_a_noisy_run_scores_its_flips_and_writes_labels(tmp_path):
   assert all(r["score"] >= 0 for r in rows) and report["signal"] == "cam_inconsistency"
 
 
-def test_lanet_history_is_an_audit_signal(tmp_path):
-  config = _run(tmp_path, lanet_config, "lanet", epochs=1)
-  rows, report, *_ = audit.audit("history", tmp_path / "lanet", config)
+def test_lanet_history_is_an_audit_signal(lanet_run):
+  config, workdir = lanet_run
+  rows, report, *_ = audit.audit("history", workdir, config)
   assert report["signal"] == "history" and len(rows) == report["num_train"]
   assert all(0.0 <= r["suggested_probability"] <= 1.0 for r in rows)

@@ -1,6 +1,7 @@
 """LA-Net: the numeric checks of lanet.md §1 and §7, its state, landmark files, a tiny run."""
 
 import functools
+import json
 import shutil
 
 import jax
@@ -144,7 +145,7 @@ def test_gradient_reaches_the_pair_weights_only_through_the_target(tmp_path):
     c = ml_collections.ConfigDict(config.to_dict())
     c.lanet.lam_kl = lam_kl
     loss = functools.partial(lanet.loss_fn, model=model, config=c)
-    return jax.grad(lambda p: loss(p, state, batch, None)[0])(state.params)
+    return jax.jit(jax.grad(lambda p: loss(p, state, batch, None)[0]))(state.params)
 
   with_kl, without_kl = grads(1.0), grads(0.0)
   for name in ("pair_u", "pair_v"):
@@ -226,14 +227,11 @@ def test_crop_and_flip_move_landmarks_with_the_pixels():
   assert flipped["landmarks"][0].tolist() == [22.0, 22.0]  # mirrored, same index
 
 
-def test_tiny_run_resumes_queues_and_history_exactly(tmp_path):
-  config = lanet_config.get_config("synthetic,noise=0.3,runlocal=true")
-  config.dataset.cache_dir = str(tmp_path / "cache")
-  config.progress_bar = False
-  config.checkpoint_every_steps = 1000  # epoch ends only: steps 12 and 24
-  straight = train.train_and_evaluate(config, tmp_path / "straight")
+def test_tiny_run_resumes_queues_and_history_exactly(tmp_path, lanet_run):
+  config, finished = lanet_run
+  straight = json.loads((finished / "summary.json").read_text())
   # A run killed after epoch 1: the same workdir without what epoch 2 wrote.
-  shutil.copytree(tmp_path / "straight", tmp_path / "resumed")
+  shutil.copytree(finished, tmp_path / "resumed")
   for done in ("checkpoints/24", "model", "summary.json"):
     path = tmp_path / "resumed" / done
     shutil.rmtree(path) if path.is_dir() else path.unlink()
@@ -241,14 +239,14 @@ def test_tiny_run_resumes_queues_and_history_exactly(tmp_path):
   assert resumed["final_accuracy"] == straight["final_accuracy"]
 
   def extra(workdir):
-    manager = ocp.CheckpointManager(tmp_path / workdir / "checkpoints", item_names=("state",))
+    manager = ocp.CheckpointManager(workdir / "checkpoints", item_names=("state",))
     restored = manager.restore(24, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
     return restored["state"]["state"]["extra"]
 
-  a, b = extra("straight"), extra("resumed")
+  a, b = extra(finished), extra(tmp_path / "resumed")
   assert int(a["queue_ptr"]) == int(b["queue_ptr"]) and np.asarray(a["visited"]).any()
   jax.tree.map(np.testing.assert_array_equal, a, b)
-  exported, meta = weights.load(tmp_path / "straight" / "model")
+  exported, meta = weights.load(finished / "model")
   assert set(exported["params"]) == {"backbone", "head"} and meta["has_head"]
 
 
