@@ -18,6 +18,7 @@ from absl import app, flags
 
 from fer_jax import predict
 from fer_jax.data import pipeline
+from fer_jax.methods import eac
 
 
 def class_activation_maps(model, variables, meta, images):
@@ -28,7 +29,7 @@ def class_activation_maps(model, variables, meta, images):
   x = pipeline.to_model_input({"image": jnp.asarray(images)}, meta["mean"], meta["std"])["image"]
   logits, feats = model.apply(variables, x, train=False)
   kernel = variables["params"]["head"]["kernel"]
-  maps = jnp.einsum("nhwc,ck->nhwk", feats["stage4"].astype(jnp.float32), kernel)
+  maps = eac.class_activation_maps(feats["stage4"], kernel)
   maps = jax.image.resize(maps, (*images.shape[:3], maps.shape[-1]), "bilinear")
   return np.asarray(jax.nn.softmax(logits, -1)), np.asarray(maps)
 

@@ -34,7 +34,6 @@ when the run knows which labels were flipped, the precision and recall of "non-c
 a detector of wrong labels.
 """
 
-
 import jax
 import jax.numpy as jnp
 import optax

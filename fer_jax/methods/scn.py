@@ -17,7 +17,6 @@ Since alpha > 0, scaling does not change a prediction: evaluation and the export
 the classifier's logits z (the probabilities `predict` reports are softmax(z), not of alpha z).
 """
 
-
 import jax
 import jax.numpy as jnp
 import optax
