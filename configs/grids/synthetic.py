@@ -22,20 +22,29 @@ falls from 61% to 56%), which is the regime the noisy-label methods are built fo
 3,000 x 15 CE does not memorise (noisy train accuracy 63%) and the comparison says little.
 """
 
+import functools
+
 import ml_collections as mlc
 
 from configs import common
 
-# The synthetic recipe (configs/common.py) that the grid's `:arg` optimiser keys default to.
-RECIPE = dict(batch_size=64, lr=1e-3, decay_rate=0.95, epochs=45)
+# The grid's `:arg` optimiser keys and the config fields they set.
 FIELDS = dict(batch_size="batch_size", lr="optimizer.lr", decay_rate="optimizer.decay_rate")
 
 
+def recipe():
+  """The synthetic recipe's values of FIELDS (configs/common.py), the grid's defaults."""
+  c = common.base_config("ce")
+  common.synthetic_recipe(c)
+  return {k: functools.reduce(getattr, field.split("."), c) for k, field in FIELDS.items()}
+
+
 def get_config(arg=None):
+  defaults = recipe()
   arg = common.parse_arg(arg, seeds=3, methods="baseline+eac+ncct+lanet+scn+rul",
-                         noise="symmetric:0.3", **RECIPE)
+                         noise="symmetric:0.3", epochs=45, **defaults)
   overrides = [("dataset.num_train", 1000), ("num_epochs", arg.epochs)]
-  overrides += [(field, arg[k]) for k, field in FIELDS.items() if arg[k] != RECIPE[k]]
+  overrides += [(field, arg[k]) for k, field in FIELDS.items() if arg[k] != defaults[k]]
   return mlc.ConfigDict(dict(
     data="synthetic",
     methods=tuple(arg.methods.split("+")),
