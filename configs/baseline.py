@@ -6,7 +6,8 @@ Run on the embedded synthetic dataset (a few minutes on a 2-core CPU):
 Arguments after ':' are `data` (bare first word) and key=value pairs:
   data=synthetic | raf_db | ferplus | affectnet | folder, noise=0.0 (training-label noise rate),
   noise_kind=symmetric | asymmetric_lanet | asymmetric_ncct, noise_file=PATH (a noisy label
-  file in the dataset's format), runlocal=False.
+  file in the dataset's format), recipe=auto | paper (the paper recipe on the synthetic data too;
+  configs/common.py), runlocal=False.
 e.g. `configs/baseline.py:raf_db,noise=0.3 --config.dataset.data_dir=~/data/raf-basic`.
 Training recipe for real data follows the ResNet-18 setting of eac.md §1b/§3: Adam with coupled
 L2 1e-4, lr 2e-4 decayed x0.9 per epoch, batch 32, 60 epochs, 224 px, random erasing.
@@ -19,7 +20,7 @@ def get_config(arg=None):
   arg = common.parse_arg(arg, **common.ARG_DEFAULTS)
   c = common.base_config("ce", **arg)
   c.ce = {}  # the method's own fields; plain CE has none
-  if arg.data == "synthetic" and not arg.runlocal:
+  if common.uses_synthetic_recipe(arg):
     common.synthetic_recipe(c)
   c.input.train_ops = (
     f"resize({c.input.image_size})|flip_lr|random_erasing(scale=(0.02, 0.25))"

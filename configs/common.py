@@ -25,11 +25,12 @@ def parse_arg(arg, **defaults):
 
 # The `:arg` keys every method config takes (it may add its own).
 ARG_DEFAULTS = dict(data="synthetic", noise=0.0, noise_kind="symmetric", noise_file="",
-                    runlocal=False)
+                    recipe="auto", runlocal=False)
+RECIPES = ("auto", "paper")
 
 
 def base_config(method, data="synthetic", noise=0.0, noise_kind="symmetric", noise_file="",
-                runlocal=False):
+                recipe="auto", runlocal=False):
   """Defaults for all methods; `data` picks the dataset block.
 
   Args:
@@ -38,6 +39,9 @@ def base_config(method, data="synthetic", noise=0.0, noise_kind="symmetric", noi
     noise: rate of synthetic training-label noise (0: the labels as given).
     noise_kind: symmetric | asymmetric_lanet | asymmetric_ncct (see fer_jax/noise.py).
     noise_file: a noisy label file in the dataset's format (e.g. EAC's noise01.txt) instead.
+    recipe: auto (the synthetic recipe on the synthetic data, the method's paper recipe on real
+      data) | paper (the paper recipe on any data: 224 px, full-width network, the paper's
+      batch, optimiser and epochs; the synthetic faces are then stored at their 128 px canvas).
     runlocal: shrink everything for a smoke test.
   """
   c = mlc.ConfigDict()
@@ -68,7 +72,11 @@ def base_config(method, data="synthetic", noise=0.0, noise_kind="symmetric", noi
       decay_every_epochs=1,
     )
   )
+  if recipe not in RECIPES:
+    raise ValueError(f"config argument recipe={recipe!r}: expected one of {list(RECIPES)}")
   c.dataset = dataset_config(data, runlocal)
+  if data == "synthetic" and recipe == "paper" and not runlocal:
+    c.dataset.image_size = 128
   if "num_classes" in c.dataset:  # FERPlus/AffectNet 7 or 8: the model follows the dataset
     c.model.num_classes = c.dataset.get_ref("num_classes")
   # Training-label noise (fer_jax/noise.py): kind none | symmetric | asymmetric_lanet |
@@ -116,6 +124,11 @@ def synthetic_recipe(c):
   c.optimizer.update(dict(name="adam", lr=1e-3, weight_decay=1e-4, schedule="exponential",
                           decay_rate=0.95, decay_every_epochs=1, param_group_lrs=()))
   c.log_every_steps = 20
+
+
+def uses_synthetic_recipe(arg):
+  """Whether a method config trades its paper recipe for `synthetic_recipe` (parsed `arg`)."""
+  return arg.data == "synthetic" and arg.recipe == "auto" and not arg.runlocal
 
 
 def dataset_config(data, runlocal=False):

@@ -8,7 +8,7 @@ Arguments after ':' are `data` (bare first word: synthetic | raf_db | ferplus | 
 folder) and key=value pairs: noise (rate), noise_kind, noise_file (a noisy label list such as
 EAC's noise01.txt), arch (resnet18 | resnet50 | resnet50_caffe), view (auto | mirror | reflip:
 how the flipped view is built; auto follows the official code, `mirror` for clean labels and
-`reflip` for noisy ones), runlocal.
+`reflip` for noisy ones), recipe (auto | paper, configs/common.py), runlocal.
 
 Recipe (eac.md §2-3): Adam with coupled L2 1e-4, lr 2e-4 for ResNet-18 and 1e-4 for ResNet-50,
 x0.9 per epoch, batch 32, 60 epochs, 224 px; Gaussian pixel noise (p 0.5, var 30) on the main
@@ -40,7 +40,7 @@ def get_config(arg=None):
                else arg.view)
   c.model.arch = arg.arch
   c.optimizer.lr = 2e-4 if arg.arch == "resnet18" else 1e-4
-  if arg.data == "synthetic" and not arg.runlocal:
+  if common.uses_synthetic_recipe(arg):
     common.synthetic_recipe(c)
   c.input.train_ops = train_ops(c.input.image_size, c.eac.second_view)
   c.input.eval_ops = common.eval_ops(c.input.image_size)

@@ -8,7 +8,7 @@ r"""LA-Net (landmark-aware learning under label noise, ICCV 2023): fer_jax/metho
 
 Arguments after ':' are `data` (bare first word: synthetic | raf_db | affectnet | folder) and
 key=value pairs: noise, noise_kind (symmetric | asymmetric_lanet | ...), noise_file, arch
-(resnet18 | resnet50), runlocal.
+(resnet18 | resnet50), recipe (auto | paper, configs/common.py), runlocal.
 
 Landmarks: the synthetic faces carry their own; AffectNet's 68 CSV points are mapped to the 19
 (spec §6); RAF-DB and image folders need `config.dataset.train_landmarks`, a file of (N, 19, 2)
@@ -61,7 +61,7 @@ def get_config(arg=None):
   c.input.drop_last = True
   if arg.data in ("raf_db", "folder"):
     c.dataset.train_landmarks = ""  # required: see the module docstring
-  if arg.data == "synthetic" and not arg.runlocal:
+  if common.uses_synthetic_recipe(arg):
     common.synthetic_recipe(c)
   if arg.runlocal:
     c.num_epochs, c.batch_size, c.eval_batch_size = 2, 8, 8

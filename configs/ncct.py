@@ -6,7 +6,7 @@ r"""NCCTFER (negative-class consistency, Gera et al. 2023): fer_jax/methods/ncct
       --config.init_from=weights/res18_naive --workdir runs/ncct_raf30
 
 Arguments after ':' are `data` (bare first word) and key=value pairs: noise, noise_kind,
-noise_file, runlocal, and variant = full (the method) | pcc_only (ablation: the positive
+noise_file, recipe (auto | paper, configs/common.py), runlocal, and variant = full (the method) | pcc_only (ablation: the positive
 classifier with DNFER's unclamped batch-mean threshold, no negative head loss) | nlnl
 (ablation: NLNL negative learning on the non-confident samples instead of the consistency).
 
@@ -61,7 +61,7 @@ def get_config(arg=None):
   if arg.data == "ferplus":
     c.dataset.num_classes = 8
     c.dataset.train_split = "train+validation"
-  if arg.data == "synthetic" and not arg.runlocal:
+  if common.uses_synthetic_recipe(arg):
     common.synthetic_recipe(c)
   c.input.train_ops = train_ops(c.input.image_size)
   c.input.eval_ops = common.eval_ops(c.input.image_size)

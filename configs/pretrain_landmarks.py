@@ -6,18 +6,22 @@ r"""Landmark-regression pretraining on other synthetic faces (fer_jax/methods/la
       --config.init_from=runs/pretrain_landmarks/model --workdir runs/eac_syn30
 
 The faces are drawn with dataset seed 1 (the expression runs use seed 0), and only their
-landmarks are read; the network is the synthetic recipe's (72 px, quarter-width ResNet-18).
+landmarks are read; the network is the synthetic recipe's (72 px, quarter-width ResNet-18), or
+with `:recipe=paper` the papers' (224 px, full width) for method runs with that argument.
 """
 
 from configs import common
 
 
 def get_config(arg=None):
-  arg = common.parse_arg(arg, data="synthetic", runlocal=False)
-  c = common.base_config("landmarks", arg.data, runlocal=arg.runlocal)
+  arg = common.parse_arg(arg, data="synthetic", recipe="auto", runlocal=False)
+  c = common.base_config("landmarks", arg.data, recipe=arg.recipe, runlocal=arg.runlocal)
   c.dataset.seed = 1  # other faces than those the methods are trained and tested on
   if not arg.runlocal:
-    common.synthetic_recipe(c)
+    size, width = c.input.image_size, c.model.width
+    common.synthetic_recipe(c)  # its schedule either way
+    if arg.recipe == "paper":
+      c.input.image_size, c.model.width = size, width
   c.input.train_ops = f"resize({c.input.image_size})|flip_lr|pad_crop(4)"
   c.input.eval_ops = common.eval_ops(c.input.image_size)
   return c

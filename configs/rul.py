@@ -6,7 +6,7 @@ r"""RUL (Relative Uncertainty Learning, NeurIPS 2021): fer_jax/methods/rul.py,
       --config.dataset.data_dir=$RAF --config.init_from=weights/msceleb_r18 --workdir runs/rul_raf30
 
 Arguments after ':' are `data` (bare first word) and key=value pairs: noise, noise_kind,
-noise_file, runlocal.
+noise_file, recipe (auto | paper, configs/common.py), runlocal.
 
 Recipe (the official code): Adam with coupled L2 1e-4, lr 2e-4 for backbone and branches and
 2e-3 for the classifier, x0.9 per epoch, 60 epochs (the paper says 70), batch 64, 224 px;
@@ -24,7 +24,7 @@ def get_config(arg=None):
   c.model.neck = "uncertainty"
   c.num_epochs = 60
   c.batch_size = 64
-  if arg.data == "synthetic" and not arg.runlocal:
+  if common.uses_synthetic_recipe(arg):
     common.synthetic_recipe(c)
   # The classifier learns 10x faster than the rest, in the synthetic recipe too.
   c.optimizer.param_group_lrs = ((r"^head/", 10 * c.optimizer.lr),)

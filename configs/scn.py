@@ -5,7 +5,7 @@ r"""SCN (Self-Cure Network, CVPR 2020): fer_jax/methods/scn.py, ../shared/specs/
       --config.dataset.data_dir=$RAF --config.init_from=weights/msceleb_r18 --workdir runs/scn_raf30
 
 Arguments after ':' are `data` (bare first word) and key=value pairs: noise, noise_kind,
-noise_file, runlocal.
+noise_file, recipe (auto | paper, configs/common.py), runlocal.
 
 Recipe (the official code): Adam lr 1e-3 (torch's default; the script's --lr is for SGD only)
 with coupled L2 1e-4, x0.9 per epoch, 70 epochs, batch 64, 224 px; `basic_aug` (p 0.5: a flip
@@ -27,7 +27,7 @@ def get_config(arg=None):
   c.batch_size = 64
   c.optimizer.update(dict(name="adam", lr=1e-3, weight_decay=1e-4, schedule="exponential",
                           decay_rate=0.9))
-  if arg.data == "synthetic" and not arg.runlocal:
+  if common.uses_synthetic_recipe(arg):
     common.synthetic_recipe(c)
   if arg.runlocal:
     c.num_epochs, c.batch_size = 2, 8

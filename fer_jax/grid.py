@@ -1,6 +1,6 @@
 r"""Runs methods x noise settings x seeds from one grid spec, then writes the papers' tables.
 
-  python -m fer_jax.grid --grid configs/grids/synthetic.py --root runs/grid [--dry_run]
+  python -m fer_jax.grid --grid configs/grids/synthetic.py --root runs/grid [--dry_run] [--jobs N]
 
 A grid spec is a config file whose `get_config(arg)` gives:
   data:       the dataset argument of every method config (e.g. "synthetic", "raf_db")
@@ -12,8 +12,8 @@ A grid spec is a config file whose `get_config(arg)` gives:
               (("dataset.data_dir", "/data/raf-basic"),)
   method_overrides: optional ((method, ((field, value), ...)), ...) for one method's runs
               (e.g. LA-Net's `dataset.train_landmarks`)
-  pretrain:   optional config that runs once first (e.g. "pretrain_landmarks"); its exported
-              model becomes every run's `init_from`
+  pretrain:   optional config[:arg] that runs once first (e.g. "pretrain_landmarks"); its
+              exported model becomes every run's `init_from`
 Each run gets its own workdir under --root, named <method>_<noise>_s<seed>. A run whose
 summary.json exists is skipped; an interrupted one resumes from its checkpoints. Every command
 is appended to <root>/commands.sh as it starts. At the end <root> holds results.md and
@@ -25,6 +25,7 @@ commands), accuracy_vs_noise.png (when the grid has several noise rates) and cur
 import csv
 import importlib.util
 import json
+import os
 import pathlib
 import shlex
 import subprocess
@@ -83,7 +84,8 @@ def plan(spec, root):
   runs = []
   if spec.get("pretrain"):
     pre = root / "pretrain"
-    runs.append((pre, run_command(f"configs/{spec.pretrain}.py", pre, {})))
+    name, _, arg = spec.pretrain.partition(":")
+    runs.append((pre, run_command(f"configs/{name}.py" + (f":{arg}" if arg else ""), pre, {})))
     overrides["init_from"] = str(pre / "model")
   # Seed by seed, so that a grid stopped half-way has complete seeds for every method.
   for setting in spec.noise:
@@ -97,23 +99,43 @@ def plan(spec, root):
   return runs
 
 
-def execute(runs, root):
-  """Runs what is not finished; returns the workdirs that failed."""
-  failed = []
+def execute(runs, root, jobs=1):
+  """Runs what is not finished, up to `jobs` at a time after the pretraining; returns the
+  workdirs that failed. Several jobs share the devices: each process then allocates device
+  memory as it needs it instead of JAX's default 75% up front."""
+  env = dict(os.environ)
+  if jobs > 1:
+    env.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+  todo = []
+  for workdir, cmd in runs:
+    if (workdir / "summary.json").exists():
+      logging.info("done already: %s", workdir)
+    else:
+      todo.append((workdir, cmd))
+  failed, running = [], []
+
+  def wait_one():
+    workdir, process, out = running.pop(0)
+    code = process.wait()
+    out.close()
+    if code:
+      logging.error("%s failed (exit %d); its log: %s.log", workdir, code, workdir)
+      failed.append(workdir)
+
   with open(pathlib.Path(root) / "commands.sh", "a") as log:
-    for workdir, cmd in runs:
-      if (workdir / "summary.json").exists():
-        logging.info("done already: %s", workdir)
-        continue
+    for workdir, cmd in todo:
+      # The runs read the pretraining's export: it finishes before any of them starts.
+      while running and (len(running) >= jobs or running[0][0].name == "pretrain"):
+        wait_one()
       workdir.parent.mkdir(parents=True, exist_ok=True)
       log.write(shlex.join(["python", *cmd[1:]]) + "\n")
       log.flush()
       logging.info("running %s", shlex.join(cmd))
-      with open(f"{workdir}.log", "a") as out:
-        code = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT, check=False).returncode
-      if code:
-        logging.error("%s failed (exit %d); its log: %s.log", workdir, code, workdir)
-        failed.append(workdir)
+      out = open(f"{workdir}.log", "a")  # noqa: SIM115 (closed by wait_one)
+      running.append((workdir, subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT,
+                                                env=env), out))
+    while running:
+      wait_one()
   return failed
 
 
@@ -195,7 +217,7 @@ def main(argv):
       state = "done" if (workdir / "summary.json").exists() else "to run"
       print(f"[{state}] {shlex.join(['python', *cmd[1:]])}")
     return
-  failed = execute(runs, root)
+  failed = execute(runs, root, f.jobs)
   print(write_tables(runs, root), end="")
   plot(runs, root)
   if failed:
@@ -207,4 +229,6 @@ if __name__ == "__main__":
                       required=True)
   flags.DEFINE_string("root", "runs/grid", "Directory of the grid's runs and tables.")
   flags.DEFINE_bool("dry_run", False, "Only list the runs and whether each is done.")
+  flags.DEFINE_integer("jobs", 1, "Runs at a time (they share the devices; on one big GPU several "
+                       "small runs go faster together than one after another).")
   app.run(main)

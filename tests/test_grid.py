@@ -1,6 +1,7 @@
 """The experiment grid: its plan, one real run, skipping finished runs, tables and plots."""
 
 import json
+import sys
 
 import pytest
 
@@ -89,3 +90,28 @@ def test_synthetic_grid_trains_1000_images_45_epochs_and_takes_a_batch_size(tmp_
   assert dict(official.overrides) == {"dataset.num_train": 1000, "num_epochs": 60,
                                       "batch_size": 32, "optimizer.lr": 2e-4,
                                       "optimizer.decay_rate": 0.9}
+  paper = {w.name: cmd for w, cmd in grid.plan(
+    grid.load_spec("configs/grids/synthetic.py:methods=eac,recipe=paper,epochs=60"), tmp_path)}
+  assert "configs/pretrain_landmarks.py:recipe=paper" in paper["pretrain"]
+  assert "configs/eac.py:synthetic,recipe=paper,noise=0.3,noise_kind=symmetric" in paper[
+    "eac_symmetric0.3_s0"]
+  assert not any(arg.startswith("--config.batch_size") for arg in paper["eac_symmetric0.3_s0"])
+
+
+def test_jobs_run_together_after_the_pretraining_and_failures_are_named(tmp_path):
+  log = tmp_path / "order.txt"
+
+  def run(name, seconds, code=0):
+    script = (f"import pathlib, sys, time; log = pathlib.Path({str(log)!r})\n"
+              f"with log.open('a') as f: f.write('start {name}\\n')\n"
+              f"time.sleep({seconds})\n"
+              f"with log.open('a') as f: f.write('end {name}\\n')\n"
+              f"sys.exit({code})")
+    return tmp_path / name, [sys.executable, "-c", script]
+
+  runs = [run("pretrain", 0.5), run("a", 1.0), run("b", 1.0, code=3), run("c", 0.0)]
+  assert grid.execute(runs, tmp_path, jobs=2) == [tmp_path / "b"]
+  order = log.read_text().splitlines()
+  assert order[:2] == ["start pretrain", "end pretrain"]  # the runs read its export
+  assert sorted(order[2:4]) == ["start a", "start b"]  # two at a time
+  assert order.index("start c") > min(order.index("end a"), order.index("end b"))

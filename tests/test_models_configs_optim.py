@@ -41,6 +41,11 @@ def test_every_config_builds_and_its_method_imports():
       method = importlib.import_module(f"fer_jax.methods.{config.method}")
       assert hasattr(method, "build_model") and hasattr(method, "loss_fn")
       assert config.input.train_ops and config.input.eval_ops
+    # recipe=paper: the paper's network and resolution on the synthetic faces, whose train
+    # transform resizes to that resolution (the synthetic recipe's would be 72 px, width 16).
+    paper = module.get_config("recipe=paper")
+    assert (paper.input.image_size, paper.model.width) == (224, 64)
+    assert "resize(224" in paper.input.train_ops and paper.dataset.image_size == 128
 
 
 def test_config_arguments_are_checked():
@@ -49,6 +54,8 @@ def test_config_arguments_are_checked():
     common.parse_arg("nois=0.1", data="x", noise=0.0)
   with pytest.raises(ValueError, match="data='rafdb'"):
     common.dataset_config("rafdb")
+  with pytest.raises(ValueError, match="recipe='papers'"):
+    common.base_config("ce", recipe="papers")
 
 
 def _opt_config(**kw):

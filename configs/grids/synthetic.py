@@ -12,7 +12,13 @@ three seeds.
 
 Arguments: seeds, methods ("+"-separated config names), noise ("+"-separated settings),
 batch_size, lr, decay_rate (per epoch), epochs; the last four default to the synthetic recipe
-with 45 epochs and are passed to every run only where they differ from it.
+with 45 epochs and are passed to every run only where they differ from it. recipe=paper runs
+every method (and the pretraining) at the papers' 224 px with a full-width ResNet-18, and
+with each method's own batch size, lr and decay unless given here (and different from the
+synthetic recipe's). A GPU job:
+
+  python -m fer_jax.grid --grid configs/grids/synthetic.py:methods=baseline+eac,recipe=paper,epochs=60 \
+      --root runs/grid_synthetic_224 --jobs 3
 
 Every method starts from the same label-free landmark-pretrained backbone (run once first)
 and trains with the shared synthetic recipe (configs/common.py) on 1,000 training images for
@@ -42,14 +48,17 @@ def recipe():
 def get_config(arg=None):
   defaults = recipe()
   arg = common.parse_arg(arg, seeds=3, methods="baseline+eac+ncct+lanet+scn+rul",
-                         noise="symmetric:0.3", epochs=45, **defaults)
+                         noise="symmetric:0.3", epochs=45, recipe="auto", **defaults)
+  if arg.recipe not in common.RECIPES:
+    raise ValueError(f"grid argument recipe={arg.recipe!r}: expected one of {list(common.RECIPES)}")
+  paper = arg.recipe == "paper"
   overrides = [("dataset.num_train", 1000), ("num_epochs", arg.epochs)]
   overrides += [(field, arg[k]) for k, field in FIELDS.items() if arg[k] != defaults[k]]
   return mlc.ConfigDict(dict(
-    data="synthetic",
+    data="synthetic,recipe=paper" if paper else "synthetic",
     methods=tuple(arg.methods.split("+")),
     noise=tuple(arg.noise.split("+")),
     seeds=tuple(range(arg.seeds)),
     overrides=tuple(overrides),
-    pretrain="pretrain_landmarks",
+    pretrain="pretrain_landmarks:recipe=paper" if paper else "pretrain_landmarks",
   ))
