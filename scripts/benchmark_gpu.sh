@@ -5,15 +5,16 @@
 # fetched copy of the official code is in $OFFICIAL (never committed; scripts/benchmark_torch.py
 # says how to lay it out).
 #
-#   bash scripts/benchmark_gpu.sh [--write]     # STEPS=50 OFFICIAL=.official by default
+#   bash scripts/benchmark_gpu.sh [--write]   # STEPS=50 OFFICIAL=.official PYTHON=python by default
 set -u
 steps=${STEPS:-50}
 official=${OFFICIAL:-.official}
 write=${1:-}
+python=${PYTHON:-python}
 status=0
 run() {
   echo "== $*"
-  python scripts/benchmark.py --steps "$steps" $write "$@" || status=1
+  "$python" scripts/benchmark.py --steps "$steps" $write "$@" || status=1
 }
 for method in baseline eac ncct lanet scn rul; do
   run --config "configs/$method.py:synthetic,recipe=paper"
@@ -24,7 +25,7 @@ done
 if [ -d "$official" ]; then
   for spec in ce:32 eac:32 ncct:128; do
     echo "== official PyTorch ${spec%%:*}"
-    python scripts/benchmark_torch.py --official_dir "$official" --methods "${spec%%:*}" \
+    "$python" scripts/benchmark_torch.py --official_dir "$official" --methods "${spec%%:*}" \
       --batch_size "${spec##*:}" --image_size 224 --steps "$steps" $write || status=1
   done
 fi
