@@ -177,12 +177,16 @@ def draw_face(label, rng, size=64):
 
 
 def generate(num_examples, seed, size=64, offset=0):
-  """Draws a split: images (N, size, size, 3) uint8, labels (N,), landmarks (N, 19, 2)."""
+  """Draws a split: images (N, size, size, 3) uint8, labels (N,), landmarks (N, 19, 2).
+
+  `seed` is an int or a flat sequence of ints; image i draws from the seed followed by
+  offset + i (NumPy 2.5 refuses nested seed sequences, which older versions flattened)."""
   labels = split_labels(num_examples, seed)
+  seed = np.atleast_1d(seed).tolist()
   images = np.empty((num_examples, size, size, 3), np.uint8)
   landmarks = np.empty((num_examples, NUM_LANDMARKS, 2), np.float32)
   for i, label in enumerate(labels):
-    images[i], landmarks[i] = draw_face(label, np.random.default_rng([seed, offset + i]), size)
+    images[i], landmarks[i] = draw_face(label, np.random.default_rng([*seed, offset + i]), size)
   return images, labels, landmarks
 
 
