@@ -88,7 +88,7 @@ def base_config(method, data="synthetic", noise=0.0, noise_kind="symmetric", noi
       image_size=224,
       train_ops="",  # filled by the method config
       num_threads=8,
-      num_workers=0,
+      num_workers=-1,  # worker processes; -1: none on CPU, half the cores with an accelerator
       # shuffle: each epoch a permutation | balanced: each epoch len(train) draws with
       # replacement, class c with probability proportional to 1/count(c) (AffectNet recipe) |
       # progressive: from the label histogram to uniform over the epochs (LA-Net).
