@@ -23,6 +23,8 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
 flags.DEFINE_integer("steps", 20, "Timed steps per measurement (after 2 warm-up steps).")
 flags.DEFINE_bool("write", False, "Append the result to docs/benchmarks.md.")
+flags.DEFINE_string("commit", "", "Commit to record (default: git HEAD of this checkout; a copy "
+                    "sent to another machine may carry stale git metadata).")
 config_flags.DEFINE_config_file("config", None, "Config file.", lock_config=True)
 flags.mark_flags_as_required(["config"])
 
@@ -95,8 +97,12 @@ def main(argv):
   state, synthetic_s = _time_steps(step_fn, state, repeat(device_batch), jax.random.key(1),
                                    flags.FLAGS.steps)
   # A fresh iterator read without pause: its production rate, not a buffer filled meanwhile.
+  # Worker processes deliver batches in turn: once each has delivered one, all have started.
+  workers = config.input.num_workers
+  workers = pipeline.default_workers() if workers < 0 else workers
   host_only = iter(make_pipeline())
-  next(host_only)
+  for _ in range(1 + workers):
+    next(host_only)
   start = time.perf_counter()
   for _ in range(flags.FLAGS.steps):
     next(host_only)
@@ -106,10 +112,11 @@ def main(argv):
   memory, memory_kind = _peak_memory_mb()
   b = config.batch_size
   devices = f"{jax.device_count()} x {jax.devices()[0].device_kind}"
-  commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
-                          text=True).stdout.strip() or "uncommitted"
-  row = (f"| {datetime.date.today()} | {commit} | {devices} | "
-         f"{config.method} {config.model.arch} w{config.model.width} {config.input.image_size}px {config.dtype} | {b} | "
+  commit = flags.FLAGS.commit or subprocess.run(
+    ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+  row = (f"| {datetime.date.today()} | {commit or 'uncommitted'} | {devices} | "
+         f"{config.method} {config.model.arch} w{config.model.width} {config.input.image_size}px "
+         f"{config.dtype}{f', {workers} workers' if workers else ''} | {b} | "
          f"{b / synthetic_s:.1f} | {b / pipeline_s:.1f} | {b / host_s:.0f} | {compile_s:.1f} | "
          f"{memory:.0f} ({memory_kind}) |")
   print("| date | commit | devices | config | batch | img/s step only | img/s with pipeline | "

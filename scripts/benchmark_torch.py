@@ -105,6 +105,8 @@ def _parse_args(argv):
                  help="Also run their per-iteration accuracy/loss bookkeeping.")
   p.add_argument("--device", default="", help="cuda or cpu; empty: cuda when available.")
   p.add_argument("--write", action="store_true", help="Append the rows to docs/benchmarks.md.")
+  p.add_argument("--commit", default="", help="Commit to record (default: git HEAD of this "
+                 "checkout; a copy sent to another machine may carry stale git metadata).")
   args = p.parse_args(argv)
   args.methods = [m.strip() for m in args.methods.split(",") if m.strip()]
   unknown = [m for m in args.methods if m not in METHODS]
@@ -494,8 +496,8 @@ def main(argv=None):
     devices = f"1 x {torch.cuda.get_device_name(s.device)} (torch {torch_version})"
   else:
     devices = f"1 x cpu (torch {torch_version})"
-  commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
-                          capture_output=True, text=True, check=False).stdout.strip()
+  commit = args.commit or subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
+                                         capture_output=True, text=True, check=False).stdout.strip()
   commit = commit or "uncommitted"
   dtype = "bfloat16 autocast" if args.amp else "float32"
   layout = " channels_last" if args.channels_last else ""
