@@ -213,6 +213,7 @@ def train_and_evaluate(config, workdir):
     state, rng, data_state, meta = restored
     train_iter.set_state(data_state)
     logging.info("Resumed from %s at step %d", workdir / "checkpoints", int(state.step))
+  train_iter = pipeline.Prefetch(train_iter, data_sharding)
 
   p_train_step = jax.jit(
     functools.partial(train_step, model=model, tx=tx, method=method, config=config,
@@ -228,8 +229,7 @@ def train_and_evaluate(config, workdir):
   bar = tqdm.tqdm(total=total_steps, initial=step, unit="step", dynamic_ncols=True,
                   disable=not config.progress_bar or jax.process_index() != 0)
   while step < total_steps:
-    batch = pipeline.to_device(next(train_iter), data_sharding)
-    state, metrics = p_train_step(state, batch, rng)
+    state, metrics = p_train_step(state, next(train_iter), rng)
     pending.append(metrics)
     step += 1
     bar.update()
@@ -259,6 +259,7 @@ def train_and_evaluate(config, workdir):
     if epoch_end or step % config.checkpoint_every_steps == 0:
       ckpt.save(step, state, rng, train_iter.get_state(), meta)
   bar.close()
+  train_iter.close()
   writer.close()
   ckpt.close()
   return _finish(workdir, config, dataset, noise_report, state, meta)

@@ -90,9 +90,6 @@ def main(argv):
     while True:
       yield batch
 
-  def from_pipeline():
-    while True:
-      yield pipeline.to_device(next(host_iter), data_sharding)
 
   state, synthetic_s = _time_steps(step_fn, state, repeat(device_batch), jax.random.key(1),
                                    flags.FLAGS.steps)
@@ -107,8 +104,9 @@ def main(argv):
   for _ in range(flags.FLAGS.steps):
     next(host_only)
   host_s = (time.perf_counter() - start) / flags.FLAGS.steps
-  state, pipeline_s = _time_steps(step_fn, state, from_pipeline(), jax.random.key(1),
-                                  flags.FLAGS.steps)
+  fed = pipeline.Prefetch(host_iter, data_sharding)  # as the trainer feeds its steps
+  state, pipeline_s = _time_steps(step_fn, state, fed, jax.random.key(1), flags.FLAGS.steps)
+  fed.close()
   memory, memory_kind = _peak_memory_mb()
   b = config.batch_size
   devices = f"{jax.device_count()} x {jax.devices()[0].device_kind}"

@@ -1,9 +1,9 @@
 """grain input pipelines (host) and the on-device half of preprocessing.
 
 Train: source -> this process's shard -> seeded shuffle, reshuffled every epoch -> random_map
-(the config's host ops) -> batch -> threads (and optionally worker processes). The iterator's
-state is a small JSON dict that checkpoints save, so a resumed run sees exactly the batches
-it would have seen.
+(the config's host ops) -> batch -> threads (and optionally worker processes) -> `Prefetch`
+onto the devices. The iterator's state is a small JSON dict that checkpoints save, so a
+resumed run sees exactly the batches it would have seen.
 
 Eval: the split in order, padded to whole batches, with `_mask` marking real examples, so each
 test image counts exactly once.
@@ -11,6 +11,8 @@ test image counts exactly once.
 
 import math
 import os
+import queue
+import threading
 
 import grain
 import jax
@@ -199,6 +201,59 @@ def eval_batches(source, ops, global_batch_size):
 def to_device(batch, sharding):
   """Assembles the global batch from every process's local rows, sharded over the mesh."""
   return jax.tree.map(lambda x: jax.make_array_from_process_local_data(sharding, x), batch)
+
+
+class Prefetch:
+  """Puts the next `size` batches of a host iterator on the devices from a background thread,
+  while the current step runs: without it a GPU step waits for the host to hand over and copy
+  each batch (H100, EAC at 224 px: 2,724 img/s fed against 3,830 for the step alone).
+
+  `get_state()` is the host iterator's state as of the last batch handed out, not of the last
+  one prefetched, so a checkpoint resumes exactly after the batches the steps consumed. Set a
+  restored state on the host iterator before wrapping it.
+  """
+
+  def __init__(self, iterator, sharding, size=2):
+    self._iterator, self._sharding = iterator, sharding
+    self._state = iterator.get_state()
+    self._queue = queue.Queue(maxsize=size)
+    self._stop = threading.Event()
+    self._thread = threading.Thread(target=self._fill, daemon=True)
+    self._thread.start()
+
+  def _fill(self):
+    try:
+      while not self._stop.is_set():
+        batch = to_device(next(self._iterator), self._sharding)
+        self._put((batch, self._iterator.get_state()))
+    except Exception as e:  # noqa: BLE001 (re-raised in the consumer's thread)
+      self._put(e)
+
+  def _put(self, item):
+    while not self._stop.is_set():
+      try:
+        self._queue.put(item, timeout=0.1)
+        return
+      except queue.Full:
+        continue
+
+  def __iter__(self):
+    return self
+
+  def __next__(self):
+    item = self._queue.get()
+    if isinstance(item, Exception):
+      raise item
+    batch, self._state = item
+    return batch
+
+  def get_state(self):
+    return self._state
+
+  def close(self):
+    """Stops the thread (it would otherwise hold its batches until the process exits)."""
+    self._stop.set()
+    self._thread.join()
 
 
 def to_model_input(batch, mean=IMAGENET_MEAN, std=IMAGENET_STD, dtype=jnp.float32):
