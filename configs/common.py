@@ -126,6 +126,15 @@ def synthetic_recipe(c):
   c.log_every_steps = 20
 
 
+def pretraining_recipe(c, recipe):
+  """The synthetic recipe's schedule for a pretraining config; with recipe=paper at the
+  papers' resolution and width, for method runs with that argument."""
+  size, width = c.input.image_size, c.model.width
+  synthetic_recipe(c)
+  if recipe == "paper":
+    c.input.image_size, c.model.width = size, width
+
+
 def uses_synthetic_recipe(arg):
   """Whether a method config trades its paper recipe for `synthetic_recipe` (parsed `arg`)."""
   return arg.data == "synthetic" and arg.recipe == "auto" and not arg.runlocal

@@ -18,10 +18,7 @@ def get_config(arg=None):
   c = common.base_config("landmarks", arg.data, recipe=arg.recipe, runlocal=arg.runlocal)
   c.dataset.seed = 1  # other faces than those the methods are trained and tested on
   if not arg.runlocal:
-    size, width = c.input.image_size, c.model.width
-    common.synthetic_recipe(c)  # its schedule either way
-    if arg.recipe == "paper":
-      c.input.image_size, c.model.width = size, width
+    common.pretraining_recipe(c, arg.recipe)
   c.input.train_ops = f"resize({c.input.image_size})|flip_lr|pad_crop(4)"
   c.input.eval_ops = common.eval_ops(c.input.image_size)
   return c

@@ -179,9 +179,11 @@ def train_and_evaluate(config, workdir):
     dataset, config.noise, workdir / "noise" if jax.process_index() == 0 else None)
   dataset = sources.in_class_order(dataset, config.dataset)
   for split in ("train", "test"):
+    counts = dataset.class_counts(split)
+    per_class = (dict(zip(dataset.class_names, counts.tolist())) if len(counts) <= 20
+                 else f"{counts.min()}-{counts.max()} over {len(counts)} classes")
     logging.info("%s %s: %d examples, per class %s", dataset.name, split,
-                 len(getattr(dataset, split)),
-                 dict(zip(dataset.class_names, dataset.class_counts(split).tolist())))
+                 len(getattr(dataset, split)), per_class)
   if noise_report["kind"] != "none":
     logging.info("Noise %s: %d of %d training labels changed (%.2f%%); report in %s",
                  noise_report["kind"], noise_report["flipped"], noise_report["num_train"],

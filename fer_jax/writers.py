@@ -58,6 +58,9 @@ def classification_report(confusion):
   }
 
 
+_MAX_LABELLED_CLASSES = 20
+
+
 def plot_confusion(confusion, class_names, path, title=""):
   """Saves a row-normalised confusion matrix with counts as a PNG."""
   import matplotlib
@@ -67,14 +70,18 @@ def plot_confusion(confusion, class_names, path, title=""):
 
   confusion = np.asarray(confusion)
   rows = confusion / np.maximum(confusion.sum(1, keepdims=True), 1)
-  fig, ax = plt.subplots(figsize=(1 + 0.8 * len(class_names), 0.8 * len(class_names)))
+  k = len(class_names)
+  labelled = k <= _MAX_LABELLED_CLASSES  # beyond that, cells too small to read: the image only
+  side = 0.8 * min(k, _MAX_LABELLED_CLASSES)
+  fig, ax = plt.subplots(figsize=(1 + side, side))
   ax.imshow(rows, cmap="Blues", vmin=0, vmax=1)
-  for i in range(len(class_names)):
-    for j in range(len(class_names)):
-      ax.text(j, i, f"{rows[i, j]:.2f}\n({confusion[i, j]})", ha="center", va="center",
-              fontsize=7, color="white" if rows[i, j] > 0.5 else "black")
-  ax.set_xticks(range(len(class_names)), class_names, rotation=45, ha="right")
-  ax.set_yticks(range(len(class_names)), class_names)
+  if labelled:
+    for i in range(k):
+      for j in range(k):
+        ax.text(j, i, f"{rows[i, j]:.2f}\n({confusion[i, j]})", ha="center", va="center",
+                fontsize=7, color="white" if rows[i, j] > 0.5 else "black")
+    ax.set_xticks(range(k), class_names, rotation=45, ha="right")
+    ax.set_yticks(range(k), class_names)
   ax.set_xlabel("predicted")
   ax.set_ylabel("true")
   ax.set_title(title)

@@ -96,6 +96,10 @@ def test_synthetic_grid_trains_1000_images_45_epochs_and_takes_a_batch_size(tmp_
   assert "configs/eac.py:synthetic,recipe=paper,noise=0.3,noise_kind=symmetric" in paper[
     "eac_symmetric0.3_s0"]
   assert not any(arg.startswith("--config.batch_size") for arg in paper["eac_symmetric0.3_s0"])
+  assert grid.load_spec("configs/grids/synthetic.py:pretrain=identity").pretrain == (
+    "pretrain_identity")
+  with pytest.raises(ValueError, match="pretrain='celeb'"):
+    grid.load_spec("configs/grids/synthetic.py:pretrain=celeb")
 
 
 def test_jobs_run_together_after_the_pretraining_and_failures_are_named(tmp_path):

@@ -2,6 +2,7 @@
 
 import ml_collections as mlc
 import numpy as np
+import pytest
 
 from fer_jax.data import sources, synthetic
 
@@ -45,3 +46,27 @@ def test_load_caches_a_fixed_train_test_split(tmp_path):
   record = first.train[5]
   assert record["image"].shape == (32, 32, 3) and record["index"] == 5
   assert record["landmarks"].shape == (19, 2)
+
+
+def test_identity_task_labels_people_seen_in_both_splits(tmp_path):
+  c = mlc.ConfigDict(dict(name="synthetic", num_train=20, num_test=10, image_size=32, seed=1,
+                          cache_dir=str(tmp_path), class_order="", task="identity",
+                          num_identities=5))
+  data = sources.load(c)
+  assert data.class_names == tuple(f"person_{j:04d}" for j in range(5))
+  np.testing.assert_array_equal(data.train.labels, np.arange(20) % 5)
+  np.testing.assert_array_equal(data.test.labels, np.arange(10) % 5)
+  # A person keeps their proportions whatever the expression, pose and scale: eye distance
+  # over eye-to-chin height (AFLW points 7 and 10 are the eye centres, 18 the chin).
+  def proportion(identity, label, seed):
+    lm = synthetic.draw_face(label, np.random.default_rng(seed), 64, identity=identity)[1]
+    eyes = (lm[7] + lm[10]) / 2
+    return np.linalg.norm(lm[7] - lm[10]) / np.linalg.norm(lm[18] - eyes)
+
+  alice, bob = (synthetic.draw_identity(np.random.default_rng(s)) for s in (0, 1))
+  assert proportion(alice, 3, 1) == pytest.approx(proportion(alice, 0, 2), rel=1e-4)
+  assert proportion(alice, 3, 1) != pytest.approx(proportion(bob, 3, 1), rel=1e-2)
+  with pytest.raises(ValueError, match="num_identities=1"):
+    sources.load(mlc.ConfigDict({**c.to_dict(), "num_identities": 1}))
+  with pytest.raises(ValueError, match="task='identities'"):
+    sources.load(mlc.ConfigDict({**c.to_dict(), "task": "identities"}))

@@ -18,9 +18,15 @@ with each method's own batch size, lr and decay unless given here (and different
 synthetic recipe's). A GPU job:
 
   python -m fer_jax.grid --grid configs/grids/synthetic.py:methods=baseline+eac,recipe=paper,epochs=60 \
-      --root runs/grid_synthetic_224 --jobs 3
+      --root runs/grid_synthetic_224 --jobs 6
 
-Every method starts from the same label-free landmark-pretrained backbone (run once first)
+pretrain=identity starts every run from the face-recognition stand-in
+(configs/pretrain_identity.py) instead of the landmark one:
+
+  python -m fer_jax.grid --grid configs/grids/synthetic.py:methods=baseline+eac,pretrain=identity \
+      --root runs/grid_synthetic_identity
+
+By default every method starts from the same label-free landmark-pretrained backbone (run once first)
 and trains with the shared synthetic recipe (configs/common.py) on 1,000 training images for
 45 epochs: the same compute as the recipe's 3,000 x 15, but long enough for cross-entropy to
 memorise the wrong labels (its noisy-label train accuracy passes 90% and its test accuracy
@@ -34,6 +40,8 @@ import ml_collections as mlc
 
 from configs import common
 
+# The stand-ins for the papers' face pretraining: configs/pretrain_<name>.py.
+PRETRAININGS = ["landmarks", "identity"]
 # The grid's `:arg` optimiser keys and the config fields they set.
 FIELDS = dict(batch_size="batch_size", lr="optimizer.lr", decay_rate="optimizer.decay_rate")
 
@@ -48,7 +56,10 @@ def recipe():
 def get_config(arg=None):
   defaults = recipe()
   arg = common.parse_arg(arg, seeds=3, methods="baseline+eac+ncct+lanet+scn+rul",
-                         noise="symmetric:0.3", epochs=45, recipe="auto", **defaults)
+                         noise="symmetric:0.3", epochs=45, recipe="auto", pretrain="landmarks",
+                         **defaults)
+  if arg.pretrain not in PRETRAININGS:
+    raise ValueError(f"grid argument pretrain={arg.pretrain!r}: expected one of {PRETRAININGS}")
   if arg.recipe not in common.RECIPES:
     raise ValueError(f"grid argument recipe={arg.recipe!r}: expected one of {list(common.RECIPES)}")
   paper = arg.recipe == "paper"
@@ -60,5 +71,5 @@ def get_config(arg=None):
     noise=tuple(arg.noise.split("+")),
     seeds=tuple(range(arg.seeds)),
     overrides=tuple(overrides),
-    pretrain="pretrain_landmarks:recipe=paper" if paper else "pretrain_landmarks",
+    pretrain=f"pretrain_{arg.pretrain}" + (":recipe=paper" if paper else ""),
   ))

@@ -8,6 +8,12 @@ sadness is nearly neutral) and disgust vs anger (lowered brows, narrowed eyes). 
 comes with the 19 AFLW-style landmarks of ../shared/specs/lanet.md §6, in pixels.
 
 Image `i` depends only on (seed, i), so the train/test split is fixed.
+
+`task="identity"` labels the faces by person instead, as a stand-in for the face-recognition
+data (MS-Celeb-1M, VGGFace2) that the papers' backbones were pretrained on: `num_identities`
+people (`draw_identity`: face shape, skin, hair, feature placement), each seen with random
+expressions, poses, lighting and occlusions; the test split shows the same people in other
+images.
 """
 
 import math
@@ -43,7 +49,30 @@ _PROTOTYPES = np.array(
 _RAF_TRAIN_COUNTS = np.array([1290, 281, 717, 4772, 1982, 705, 2524])
 _CANVAS = 128  # drawn at 128 px, then downsampled with antialiasing
 DEFAULTS = dict(num_train=3000, num_test=700, image_size=64, seed=0, cache_dir="~/.cache/fer_jax",
-                class_order="")
+                class_order="", task="expression", num_identities=0)
+TASKS = ("expression", "identity")
+
+# What makes a person, each drawn by rng in this order (draw_face draws them at their place in
+# its own sequence when no identity is given, so the expression images do not depend on this
+# table's existence): skin (base tone, then the green and blue ratios), face (half width and
+# half height over the canvas), hair (a colour, or None: bald), and the positions of eyes, nose
+# and mouth relative to the face.
+_TRAITS = {
+  "skin": lambda rng: (rng.uniform(120, 245), rng.uniform(0.7, 0.9), rng.uniform(0.7, 0.95)),
+  "face": lambda rng: (rng.uniform(0.30, 0.38), rng.uniform(0.40, 0.47)),
+  "hair": lambda rng: tuple(int(v) for v in rng.integers(10, 120, 3)) if rng.random() < 0.6
+  else None,
+  "eye_dx": lambda rng: rng.uniform(0.38, 0.48),
+  "eye_y": lambda rng: rng.uniform(0.12, 0.22),
+  "eye_w": lambda rng: rng.uniform(0.2, 0.26),
+  "nose_y": lambda rng: rng.uniform(0.12, 0.2),
+  "mouth_y": lambda rng: rng.uniform(0.45, 0.55),
+}
+
+
+def draw_identity(rng):
+  """One synthetic person: the `_TRAITS` that `draw_face` takes as `identity`."""
+  return {name: draw(rng) for name, draw in _TRAITS.items()}
 
 
 def class_counts(num_examples):
@@ -68,40 +97,43 @@ def _curve(draw, p0, p1, p2, fill, width, steps=12):
   return pts
 
 
-def draw_face(label, rng, size=64):
+def draw_face(label, rng, size=64, identity=None):
   """Draws one face with expression `label`.
 
   Args:
     label: class index in CLASS_NAMES order.
     rng: np.random.Generator; the only source of randomness.
     size: output side in pixels.
+    identity: a person from `draw_identity`; None draws one from `rng`.
 
   Returns:
     (image uint8 (size, size, 3), landmarks float32 (19, 2) as (x, y) pixels).
   """
   c = _CANVAS
+
+  def trait(name):
+    return identity[name] if identity is not None else _TRAITS[name](rng)
+
   intensity = rng.uniform(0.5, 1.0)
   e = _PROTOTYPES[label] * intensity + rng.normal(0.0, 0.12, 7)
   brow_raise, brow_inner, eye_open, mouth_open, curve, mouth_w, wrinkle = e
 
   background = tuple(int(v) for v in rng.integers(40, 220, 3))
-  skin = np.array([rng.uniform(120, 245), 0, 0])
-  skin[1] = skin[0] * rng.uniform(0.7, 0.9)
-  skin[2] = skin[1] * rng.uniform(0.7, 0.95)
-  skin = tuple(int(v) for v in skin)
+  tone, green, blue = trait("skin")
+  skin = (int(tone), int(tone * green), int(tone * green * blue))
   dark = tuple(int(v * 0.35) for v in skin)
   img = Image.new("RGB", (c, c), background)
   d = ImageDraw.Draw(img)
 
   cx, cy = c / 2 + rng.normal(0, 2), c / 2 + rng.normal(0, 2)
-  fw, fh = rng.uniform(0.30, 0.38) * c, rng.uniform(0.40, 0.47) * c
-  if rng.random() < 0.6:  # hair
-    hair = tuple(int(v) for v in rng.integers(10, 120, 3))
+  fw, fh = (v * c for v in trait("face"))
+  hair = trait("hair")
+  if hair is not None:
     d.ellipse([cx - fw * 1.08, cy - fh * 1.1, cx + fw * 1.08, cy + fh * 0.3], fill=hair)
   d.ellipse([cx - fw, cy - fh, cx + fw, cy + fh], fill=skin)
 
-  eye_dx, eye_y = fw * rng.uniform(0.38, 0.48), cy - fh * rng.uniform(0.12, 0.22)
-  eye_w = fw * rng.uniform(0.2, 0.26)
+  eye_dx, eye_y = fw * trait("eye_dx"), cy - fh * trait("eye_y")
+  eye_w = fw * trait("eye_w")
   eye_h = max(0.8, eye_w * 0.45 * (1.0 + 0.6 * eye_open))
   brow_y = eye_y - eye_h - fh * (0.12 + 0.08 * brow_raise)
   marks = []
@@ -118,7 +150,7 @@ def draw_face(label, rng, size=64):
     eye = [(ex + side * eye_w, eye_y), (ex, eye_y), (ex - side * eye_w, eye_y)]
     marks.append((brow if side < 0 else brow[::-1], eye if side < 0 else eye[::-1]))
 
-  nose_y = cy + fh * rng.uniform(0.12, 0.2)
+  nose_y = cy + fh * trait("nose_y")
   ala = fw * 0.18
   d.line([(cx, eye_y), (cx, nose_y)], fill=dark, width=2)
   d.line([(cx - ala, nose_y), (cx + ala, nose_y)], fill=dark, width=3)
@@ -126,7 +158,7 @@ def draw_face(label, rng, size=64):
     for side in (-1, 1):
       d.line([(cx + side * ala * 1.3, nose_y - fh * 0.12), (cx + side * ala * 2, nose_y)],
              fill=dark, width=2)
-  mouth_y = cy + fh * (rng.uniform(0.45, 0.55) - 0.05 * max(wrinkle, 0))
+  mouth_y = cy + fh * (trait("mouth_y") - 0.05 * max(wrinkle, 0))
   mw = fw * (0.42 + 0.12 * mouth_w)
   corner_y = mouth_y - fh * 0.12 * curve
   opening = fh * 0.3 * max(mouth_open, 0)
@@ -176,28 +208,48 @@ def draw_face(label, rng, size=64):
   return image, (landmarks * size / c).astype(np.float32)
 
 
-def generate(num_examples, seed, size=64, offset=0):
+def generate(num_examples, seed, size=64, offset=0, people=()):
   """Draws a split: images (N, size, size, 3) uint8, labels (N,), landmarks (N, 19, 2).
 
   `seed` is an int or a flat sequence of ints; image i draws from the seed followed by
-  offset + i (NumPy 2.5 refuses nested seed sequences, which older versions flattened)."""
-  labels = split_labels(num_examples, seed)
+  offset + i (NumPy 2.5 refuses nested seed sequences, which older versions flattened). With
+  `people` (from `draw_identity`) the labels are persons: image i shows person
+  i % len(people), with an expression drawn as the expression split's labels are."""
+  expressions = split_labels(num_examples, seed)
   seed = np.atleast_1d(seed).tolist()
   images = np.empty((num_examples, size, size, 3), np.uint8)
   landmarks = np.empty((num_examples, NUM_LANDMARKS, 2), np.float32)
-  for i, label in enumerate(labels):
-    images[i], landmarks[i] = draw_face(label, np.random.default_rng([*seed, offset + i]), size)
-  return images, labels, landmarks
+  for i, expression in enumerate(expressions):
+    person = people[i % len(people)] if people else None
+    images[i], landmarks[i] = draw_face(expression, np.random.default_rng([*seed, offset + i]),
+                                        size, person)
+  if people:
+    return images, np.arange(num_examples, dtype=np.int32) % len(people), landmarks
+  return images, expressions, landmarks
 
 
 def load(dataset_config):
   """The synthetic dataset as a `sources.Dataset`, cached as .npz under `cache_dir`.
 
-  Fields of `dataset_config`: num_train, num_test, image_size, seed, cache_dir.
+  Fields of `dataset_config`: num_train, num_test, image_size, seed, cache_dir, task
+  (expression | identity), num_identities (identity only).
   """
   c = dataset_config
+  task, num_identities = c.get("task", "expression"), c.get("num_identities", 0)
+  if task not in TASKS:
+    raise ValueError(f"config.dataset.task={task!r}: expected one of {list(TASKS)}")
+  people = ()
+  tag = "synthetic-v2"
+  if task == "identity":
+    if num_identities < 2:
+      raise ValueError(f"config.dataset.num_identities={num_identities}: the identity task "
+                       "needs at least 2 people")
+    # The same people in both splits: drawn from the dataset seed alone.
+    people = [draw_identity(np.random.default_rng([c.seed, 2, j]))
+              for j in range(num_identities)]
+    tag = f"synthetic-identity{num_identities}-v1"
   cache = pathlib.Path(c.cache_dir).expanduser() / (
-    f"synthetic-v2-s{c.seed}-n{c.num_train}-{c.num_test}-px{c.image_size}.npz"
+    f"{tag}-s{c.seed}-n{c.num_train}-{c.num_test}-px{c.image_size}.npz"
   )
   if cache.exists():
     arrays = dict(np.load(cache))
@@ -205,7 +257,7 @@ def load(dataset_config):
     arrays = {}
     # The test split draws from a disjoint index range of the same seed: a fixed split.
     for split, n, offset in (("train", c.num_train, 0), ("test", c.num_test, 10**7)):
-      images, labels, landmarks = generate(n, [c.seed, offset], c.image_size, offset)
+      images, labels, landmarks = generate(n, [c.seed, offset], c.image_size, offset, people)
       arrays.update({f"{split}_images": images, f"{split}_labels": labels,
                      f"{split}_landmarks": landmarks})
     cache.parent.mkdir(parents=True, exist_ok=True)
@@ -222,5 +274,6 @@ def load(dataset_config):
     return sources.LabelledSource(store, labels, names)
 
   # Label files write RAF-DB's 1-based labels, as the synthetic set uses RAF-DB's class order.
-  return sources.Dataset("synthetic", CLASS_NAMES, split("train"), split("test"),
+  names = tuple(f"person_{j:04d}" for j in range(len(people))) if people else CLASS_NAMES
+  return sources.Dataset("synthetic", names, split("train"), split("test"),
                          label_format="one_based", source=str(cache))
