@@ -7,16 +7,17 @@ import pathlib
 os.environ["XLA_FLAGS"] = (
   os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=2"
 ).strip()
+# A persistent compile cache, set through the environment so that the runs the tests start as
+# subprocesses (kill-and-resume, two hosts, grids) share it: a resumed run or a second host
+# then skips the compilation, most of a tiny run's time.
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR",
+                      str(pathlib.Path("~/.cache/fer_jax/jax_cache").expanduser()))
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
 
-import jax  # noqa: E402
 import pytest  # noqa: E402
 from absl import flags  # noqa: E402
 
 flags.FLAGS.mark_as_parsed()
-jax.config.update(
-  "jax_compilation_cache_dir", str(pathlib.Path("~/.cache/fer_jax/jax_cache").expanduser())
-)
-jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 
 
 @pytest.fixture(scope="session")

@@ -50,6 +50,7 @@ def test_audit_of_a_noisy_run_scores_its_flips_and_writes_labels(tmp_path):
   assert all(r["score"] >= 0 for r in rows) and report["signal"] == "cam_inconsistency"
 
 
+@pytest.mark.xdist_group("lanet_run")  # one worker computes the fixture once
 def test_lanet_history_is_an_audit_signal(lanet_run):
   config, workdir = lanet_run
   rows, report, *_ = audit.audit("history", workdir, config)

@@ -227,6 +227,7 @@ def test_crop_and_flip_move_landmarks_with_the_pixels():
   assert flipped["landmarks"][0].tolist() == [22.0, 22.0]  # mirrored, same index
 
 
+@pytest.mark.xdist_group("lanet_run")  # one worker computes the fixture once
 def test_tiny_run_resumes_queues_and_history_exactly(tmp_path, lanet_run):
   config, finished = lanet_run
   straight = json.loads((finished / "summary.json").read_text())

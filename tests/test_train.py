@@ -88,6 +88,7 @@ def trained_run(tmp_path_factory):
   return tmp_path / "work", summary
 
 
+@pytest.mark.xdist_group("trained_run")  # one worker computes the fixture once
 def test_tiny_training_run_beats_chance_and_writes_its_outputs(trained_run):
   workdir, summary = trained_run
   # Chance is 1/7 (mean class accuracy of any constant guess); always predicting the majority
@@ -109,6 +110,7 @@ def test_tiny_training_run_beats_chance_and_writes_its_outputs(trained_run):
   assert any("eval_accuracy" in x for x in lines) and any("train_loss" in x for x in lines)
 
 
+@pytest.mark.xdist_group("trained_run")  # one worker computes the fixture once
 def test_predict_matches_training_eval_and_refuses_bad_input(trained_run, tmp_path):
   workdir, _ = trained_run
   dataset = sources.load(tiny_config(tmp_path, **{
@@ -153,7 +155,10 @@ def _main(workdir, *extra):
 
 
 def test_killed_run_resumes_to_the_same_result(tmp_path):
+  # One run after the other: the later ones find the dataset and the compiled steps cached.
   reference = _main(tmp_path / "ref")
+  out = reference.communicate()[0]
+  assert reference.returncode == 0, out
   killed = _main(tmp_path / "killed")
   ckpts = tmp_path / "killed" / "checkpoints"
   deadline = time.time() + 240
@@ -168,7 +173,6 @@ def test_killed_run_resumes_to_the_same_result(tmp_path):
   log = resumed.communicate()[0]
   assert resumed.returncode == 0, log
   assert "Resumed from" in log
-  assert reference.wait() == 0, reference.stdout.read()
   ref = json.loads((tmp_path / "ref" / "summary.json").read_text())
   got = json.loads((tmp_path / "killed" / "summary.json").read_text())
   assert len(got["history"]) == 4
