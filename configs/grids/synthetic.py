@@ -21,7 +21,8 @@ synthetic recipe's). A GPU job:
       --root runs/grid_synthetic_224 --jobs 6
 
 pretrain=identity starts every run from the face-recognition stand-in
-(configs/pretrain_identity.py) instead of the landmark one:
+(configs/pretrain_identity.py) instead of the landmark one, pretrain=expression from a model
+trained on other faces' true expressions (configs/pretrain_expression.py):
 
   python -m fer_jax.grid --grid configs/grids/synthetic.py:methods=baseline+eac,pretrain=identity \
       --root runs/grid_synthetic_identity
@@ -41,7 +42,7 @@ import ml_collections as mlc
 from configs import common
 
 # The stand-ins for the papers' face pretraining: configs/pretrain_<name>.py.
-PRETRAININGS = ["landmarks", "identity"]
+PRETRAININGS = ["landmarks", "identity", "expression"]
 # The grid's `:arg` optimiser keys and the config fields they set.
 FIELDS = dict(batch_size="batch_size", lr="optimizer.lr", decay_rate="optimizer.decay_rate")
 
