@@ -95,8 +95,7 @@ def main(argv):
                                    flags.FLAGS.steps)
   # A fresh iterator read without pause: its production rate, not a buffer filled meanwhile.
   # Worker processes deliver batches in turn: once each has delivered one, all have started.
-  workers = config.input.num_workers
-  workers = pipeline.default_workers() if workers < 0 else workers
+  workers = pipeline.worker_count(config.input.num_workers)
   host_only = iter(make_pipeline())
   for _ in range(1 + workers):
     next(host_only)
