@@ -97,7 +97,11 @@ def create_state(config, model, tx, method, num_train, rng, replicated):
   init_rng, extra_rng = jax.random.split(rng)
   size = config.input.image_size
   dummy = jnp.zeros((1, size, size, 3), jnp.dtype(config.dtype))
-  variables = jax.jit(functools.partial(model.init, train=False))(init_rng, dummy)
+  # The classic Threefry: XLA compiles a ResNet-18 init with it in a quarter of the time that
+  # the partitionable one takes (3.7 s vs 14.8 s on CPU). Init runs once and unsharded, so
+  # the partitionable layout buys nothing here.
+  with jax.threefry_partitionable(False):
+    variables = jax.jit(functools.partial(model.init, train=False))(init_rng, dummy)
   if config.init_from:
     loaded, meta = weights.load(config.init_from)
     variables = weights.merge(variables, loaded, source=config.init_from)

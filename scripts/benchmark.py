@@ -93,16 +93,21 @@ def main(argv):
 
   state, synthetic_s = _time_steps(step_fn, state, repeat(device_batch), jax.random.key(1),
                                    flags.FLAGS.steps)
-  # A fresh iterator read without pause: its production rate, not a buffer filled meanwhile.
-  # Worker processes deliver batches in turn: once each has delivered one, all have started.
+  # The production rate of a fresh iterator. It reads ahead up to `buffered` batches, which a
+  # short read would time instead: drain that many, read 2 x max(steps, buffered) more, and
+  # time only the second half, by when whatever refilled during the drain is consumed too.
   workers = pipeline.worker_count(config.input.num_workers)
+  buffered = pipeline.buffered_batches(config.input.num_threads, workers)
   host_only = iter(make_pipeline())
-  for _ in range(1 + workers):
+  for _ in range(buffered):
+    next(host_only)
+  timed = max(flags.FLAGS.steps, buffered)
+  for _ in range(timed):
     next(host_only)
   start = time.perf_counter()
-  for _ in range(flags.FLAGS.steps):
+  for _ in range(timed):
     next(host_only)
-  host_s = (time.perf_counter() - start) / flags.FLAGS.steps
+  host_s = (time.perf_counter() - start) / timed
   fed = pipeline.Prefetch(host_iter, data_sharding)  # as the trainer feeds its steps
   state, pipeline_s = _time_steps(step_fn, state, fed, jax.random.key(1), flags.FLAGS.steps)
   fed.close()

@@ -1,5 +1,5 @@
-"""Two host devices for multi-device tests; absl flags parsed for grain; a compile cache; one
-finished LA-Net run shared by the tests that read one."""
+"""Two host devices for multi-device tests; absl flags parsed for grain; a compile cache; finished
+runs (LA-Net, noisy CE) shared by the tests that read one."""
 
 import os
 import pathlib
@@ -34,3 +34,18 @@ def lanet_run(tmp_path_factory):
   config.checkpoint_every_steps = 1000
   train.train_and_evaluate(config, root / "run")
   return config, root / "run"
+
+
+@pytest.fixture(scope="session")
+def noisy_baseline_run(tmp_path_factory):
+  """(config, workdir, summary) of a finished 2-epoch CE run on 30%-noisy synthetic labels
+  (runlocal). Tests must not write into it."""
+  from configs import baseline  # noqa: PLC0415
+  from fer_jax import train  # noqa: PLC0415
+
+  root = tmp_path_factory.mktemp("noisy_baseline_run")
+  config = baseline.get_config("synthetic,noise=0.3,runlocal=true")
+  config.dataset.cache_dir = str(root / "cache")
+  config.progress_bar = False
+  summary = train.train_and_evaluate(config, root / "run")
+  return config, root / "run", summary

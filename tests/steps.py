@@ -1,8 +1,11 @@
-"""One real train.train_step from given variables: the JAX side of the PyTorch parity tests."""
+"""Real train.train_step programs for tests: one step from given variables (the JAX side of
+the PyTorch parity tests), and a jitted step on chosen devices."""
 
 import functools
 
 import jax
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from fer_jax import optim, train
 
@@ -29,3 +32,20 @@ def initial_state(config, method, num_train=16):
   model = method.build_model(config)
   tx, _ = optim.make(config.optimizer, 4, 8)
   return model, train.create_state(config, model, tx, method, num_train, jax.random.key(0), None)
+
+
+def sharded_step(config, devices, num_train=96):
+  """(initial TrainState, jitted train step, batch sharding) of config's method on `devices`.
+
+  Tests that call it with the same config and device count compile the same programs, so
+  all but the first load them from the persistent compile cache (conftest.py).
+  """
+  mesh = train.create_mesh(devices)
+  replicated, data = NamedSharding(mesh, P()), NamedSharding(mesh, P("data"))
+  method = train.get_method(config)
+  model = method.build_model(config)
+  tx, lr_fns = optim.make(config.optimizer, 10, 100)
+  state = train.create_state(config, model, tx, method, num_train, jax.random.key(0), replicated)
+  step = jax.jit(functools.partial(train.train_step, model=model, tx=tx, method=method,
+                                   config=config, lr_fn=lr_fns["default"]))
+  return state, step, data

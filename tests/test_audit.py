@@ -3,8 +3,7 @@
 import numpy as np
 import pytest
 
-from configs import baseline
-from fer_jax import audit, noise, train
+from fer_jax import audit, noise
 
 
 def test_roc_auc_and_scores_by_hand():
@@ -25,19 +24,17 @@ def test_roc_auc_and_scores_by_hand():
                              [-0.1875, 0.1125, -0.1625, 0.0], atol=1e-6)
 
 
-def test_audit_of_a_noisy_run_scores_its_flips_and_writes_labels(tmp_path):
-  config = baseline.get_config("synthetic,noise=0.3,runlocal=true")
-  config.dataset.cache_dir = str(tmp_path / "cache")
-  config.progress_bar = False
-  train.train_and_evaluate(config, tmp_path / "ce")
-  rows, report, own, given, suggested, order = audit.audit("loss", tmp_path / "ce", config)
+@pytest.mark.xdist_group("noisy_baseline_run")  # one worker computes the fixture once
+def test_audit_of_a_noisy_run_scores_its_flips_and_writes_labels(noisy_baseline_run, tmp_path):
+  config, run, _ = noisy_baseline_run
+  rows, report, own, given, suggested, order = audit.audit("loss", run, config)
   assert len(rows) == report["num_train"] == len(own.train)
   assert [r["rank"] for r in rows[:3]] == [1, 2, 3]
   assert rows[0]["score"] >= rows[-1]["score"]
   assert report["num_flipped"] == sum(r["flipped"] for r in rows) > 0
   assert 0.0 <= report["precision_at_k"] <= 1.0 and 0.0 <= report["roc_auc"] <= 1.0
   # The given labels are the noisy ones the run trained on, in the dataset's own order.
-  trained_on = np.load(tmp_path / "ce" / "noise" / "labels.npz")
+  trained_on = np.load(run / "noise" / "labels.npz")
   np.testing.assert_array_equal(given, trained_on["noisy"])
   assert report["num_flipped"] == int(trained_on["flipped"].sum())
   cleaned = given.copy()
@@ -45,8 +42,8 @@ def test_audit_of_a_noisy_run_scores_its_flips_and_writes_labels(tmp_path):
   noise.write_label_file(tmp_path / "labels.txt", own.train.names, cleaned, own)
   np.testing.assert_array_equal(noise.read_label_file(tmp_path / "labels.txt", own), cleaned)
   with pytest.raises(ValueError, match="needs a run that keeps a label history"):
-    audit.audit("history", tmp_path / "ce", config)
-  rows, report, *_ = audit.audit("cam_inconsistency", tmp_path / "ce", config)
+    audit.audit("history", run, config)
+  rows, report, *_ = audit.audit("cam_inconsistency", run, config)
   assert all(r["score"] >= 0 for r in rows) and report["signal"] == "cam_inconsistency"
 
 

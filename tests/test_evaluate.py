@@ -5,8 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from configs import baseline
-from fer_jax import evaluate, predict, train
+from fer_jax import evaluate, predict
 from fer_jax.data import sources
 
 
@@ -19,25 +18,23 @@ def test_expected_calibration_error_by_hand():
   assert [count for _, _, count in bins] == [1, 1, 2]
 
 
-def test_evaluating_a_run_reproduces_its_final_accuracy(tmp_path):
-  config = baseline.get_config("synthetic,noise=0.3,runlocal=true")
-  config.dataset.cache_dir = str(tmp_path / "cache")
-  config.progress_bar = False
-  summary = train.train_and_evaluate(config, tmp_path / "run")
-  run_config = evaluate.load_config(tmp_path / "run", None)
-  model, variables, meta = predict.load_model(tmp_path / "run")
+@pytest.mark.xdist_group("noisy_baseline_run")  # one worker computes the fixture once
+def test_evaluating_a_run_reproduces_its_final_accuracy(noisy_baseline_run, tmp_path):
+  _, run, summary = noisy_baseline_run
+  run_config = evaluate.load_config(run, None)
+  model, variables, meta = predict.load_model(run)
   dataset = sources.in_class_order(sources.load(run_config.dataset), run_config.dataset)
   result = evaluate.evaluate(model, variables, meta, dataset, "test", run_config.input.eval_ops)
   assert result["accuracy"] == pytest.approx(summary["final_accuracy"])
   assert np.sum(result["confusion"]) == len(dataset.test) == result["num_examples"]
   assert 0.0 <= result["ece"] <= 1.0 and set(result["per_class_recall"]) == set(dataset.class_names)
-  evaluate.write(result, tmp_path / "run" / "eval_test")
-  saved = json.loads((tmp_path / "run" / "eval_test" / "metrics.json").read_text())
+  evaluate.write(result, tmp_path / "eval_test")
+  saved = json.loads((tmp_path / "eval_test" / "metrics.json").read_text())
   assert saved["accuracy"] == result["accuracy"]
   for name in ("confusion.csv", "confusion_matrix.png", "reliability.png"):
-    assert (tmp_path / "run" / "eval_test" / name).exists()
+    assert (tmp_path / "eval_test" / name).exists()
   with pytest.raises(FileExistsError):
-    evaluate.write(result, tmp_path / "run" / "eval_test")
+    evaluate.write(result, tmp_path / "eval_test")
   train_result = evaluate.evaluate(model, variables, meta, dataset, "train",
                                    run_config.input.eval_ops)
   assert train_result["num_examples"] == len(dataset.train)

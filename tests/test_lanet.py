@@ -16,6 +16,7 @@ from fer_jax import optim, train
 from fer_jax.data import augment, landmark_files, pipeline, sources
 from fer_jax.methods import lanet, per_sample
 from fer_jax.models import landmark_aware, weights
+from tests import steps
 from tests.test_train import on_one_and_two_devices
 
 
@@ -98,22 +99,21 @@ def test_contrastive_loss_against_its_definition():
   np.testing.assert_allclose(float(got), total / 4, rtol=1e-5)
 
 
-def _setup(tmp_path, num_train=16, batch=8):
-  config = lanet_config.get_config("synthetic,runlocal=true")
+def _setup(tmp_path):
+  """The one-device program of the 1-vs-2-device test below (same config, same shapes, so the
+  compile cache serves it), its initial state and a real batch of 8 with sample 3 twice."""
+  config = lanet_config.get_config("synthetic,noise=0.3,runlocal=true")
   config.dataset.cache_dir = str(tmp_path / "cache")
-  config.lanet.queue_size = 2 * batch
-  model = lanet.build_model(config)
-  tx, lr_fns = optim.make(config.optimizer, 2, 4)
-  state = train.create_state(config, model, tx, lanet, num_train, jax.random.key(0), None)
-  step = jax.jit(functools.partial(train.train_step, model=model, tx=tx, method=lanet,
-                                   config=config, lr_fn=lr_fns["default"]))
-  images = np.random.default_rng(0).integers(0, 255, (batch, 32, 32, 3), np.uint8)
-  points = np.random.default_rng(1).uniform(4, 28, (batch, 19, 2)).astype(np.float32)
-  batch = {"image": images, "landmarks": points, "label": np.arange(batch) % 7,
-           "index": np.array([0, 1, 2, 3, 4, 5, 6, 3])}  # sample 3 twice
-  return config, model, state, step, batch
+  state, step, data = steps.sharded_step(config, jax.devices()[:1])
+  train_split = sources.load(config.dataset).train
+  batch = next(iter(pipeline.train_dataset(train_split, config.input.train_ops, batch_size=8,
+                                           seed=0)))
+  batch["label"] = (np.arange(8) % 7).astype(batch["label"].dtype)
+  batch["index"] = np.array([0, 1, 2, 3, 4, 5, 6, 3], batch["index"].dtype)
+  return config, lanet.build_model(config), state, step, pipeline.to_device(batch, data)
 
 
+@pytest.mark.xdist_group("lanet_step")  # one worker: the second hits the cache
 def test_first_visit_targets_history_queues_and_key_encoder(tmp_path):
   config, model, state, step, batch = _setup(tmp_path)
   new, metrics = step(state, batch, jax.random.key(1))
@@ -128,8 +128,11 @@ def test_first_visit_targets_history_queues_and_key_encoder(tmp_path):
   assert np.asarray(new.extra["queue_labels"][:8]).tolist() == list(batch["label"])
   np.testing.assert_allclose(np.linalg.norm(new.extra["queue_u"][:8], axis=1), 1, atol=1e-5)
   np.testing.assert_array_equal(new.extra["queue_v"][8:], state.extra["queue_v"][8:])
-  twice, _ = step(new, batch, jax.random.key(2))
-  assert int(twice.extra["queue_ptr"]) == 0  # queue of 16 = two batches: it wraps
+  assert config.lanet.queue_size == 32
+  later = new
+  for k in range(2, 5):
+    later, _ = step(later, batch, jax.random.key(k))
+  assert int(later.extra["queue_ptr"]) == 0  # a queue of 32 holds four batches: it wraps
   # The key encoder moved 0.1% of the way to the pre-update query weights.
   k0 = state.extra["key_params"]["backbone"]["conv1"]["kernel"]
   q0 = state.params["backbone"]["conv1"]["kernel"]
@@ -145,7 +148,10 @@ def test_gradient_reaches_the_pair_weights_only_through_the_target(tmp_path):
     c = ml_collections.ConfigDict(config.to_dict())
     c.lanet.lam_kl = lam_kl
     loss = functools.partial(lanet.loss_fn, model=model, config=c)
-    return jax.jit(jax.grad(lambda p: loss(p, state, batch, None)[0]))(state.params)
+    pairs = {name: state.params[name] for name in ("pair_u", "pair_v")}
+    # Differentiating the pair weights alone keeps the backbone's backward pass (and its
+    # compilation) out of the test.
+    return jax.jit(jax.grad(lambda q: loss({**state.params, **q}, state, batch, None)[0]))(pairs)
 
   with_kl, without_kl = grads(1.0), grads(0.0)
   for name in ("pair_u", "pair_v"):
@@ -161,8 +167,8 @@ def test_duplicate_indices_update_the_history_once_from_the_last():
 
 def test_converted_resnet_fills_both_branches(tmp_path):
   config = lanet_config.get_config("synthetic,runlocal=true")
-  model = lanet.build_model(config)
-  variables = model.init(jax.random.key(0), jnp.zeros((1, 32, 32, 3)))
+  model, initial = steps.initial_state(config, lanet)
+  variables = {"params": initial.params, "batch_stats": initial.batch_stats}
   backbone = {c: {"backbone": variables[c]["backbone"]} for c in variables}
   backbone = jax.tree.map(lambda x: x + 1.0, backbone)  # tell it from the init
   weights.save(tmp_path / "w", backbone, {"arch": "resnet18", "has_head": False})
@@ -257,6 +263,7 @@ def test_config_refuses_datasets_without_landmarks():
   assert lanet_config.get_config("raf_db").dataset.train_landmarks == ""
 
 
+@pytest.mark.xdist_group("lanet_step")  # one worker: the second hits the cache
 def test_one_and_two_devices_keep_the_same_per_sample_state(tmp_path):
   config = lanet_config.get_config("synthetic,noise=0.3,runlocal=true")
   config.dataset.cache_dir = str(tmp_path / "cache")

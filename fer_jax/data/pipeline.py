@@ -139,6 +139,11 @@ def worker_count(num_workers):
   return 0 if jax.default_backend() == "cpu" else max(1, (os.cpu_count() or 2) // 2)
 
 
+def buffered_batches(num_threads, num_workers=0):
+  """How many batches `train_dataset` reads ahead: 2 per reader thread, in each worker."""
+  return max(worker_count(num_workers), 1) * 2 * max(num_threads, 1)
+
+
 def train_dataset(source, ops, *, batch_size, seed, num_threads=8, num_workers=-1,
                   sampler="shuffle", num_epochs=None, num_classes=None, steps_per_epoch=None):
   """The infinite, resumable train stream of this process's local batches.
@@ -178,7 +183,7 @@ def train_dataset(source, ops, *, batch_size, seed, num_threads=8, num_workers=-
   # Elements here are whole batches: keep a couple per reader thread, not 2 * batch_size of
   # them (at 224 px and batch 128 that would hold gigabytes of images).
   it = ds.to_iter_dataset(grain.ReadOptions(num_threads=num_threads,
-                                            prefetch_buffer_size=2 * max(num_threads, 1)))
+                                            prefetch_buffer_size=buffered_batches(num_threads)))
   num_workers = worker_count(num_workers)
   if num_workers > 0:
     it = it.mp_prefetch(grain.MultiprocessingOptions(num_workers=num_workers))
