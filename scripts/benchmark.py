@@ -94,15 +94,13 @@ def main(argv):
   state, synthetic_s = _time_steps(step_fn, state, repeat(device_batch), jax.random.key(1),
                                    flags.FLAGS.steps)
   # The production rate of a fresh iterator. It reads ahead up to `buffered` batches, which a
-  # short read would time instead: drain that many, read 2 x max(steps, buffered) more, and
-  # time only the second half, by when whatever refilled during the drain is consumed too.
+  # short read would time instead: read `buffered + timed` untimed (the buffer, and whatever
+  # refilled while it drained), then time `timed` more.
   workers = pipeline.worker_count(config.input.num_workers)
   buffered = pipeline.buffered_batches(config.input.num_threads, workers)
-  host_only = iter(make_pipeline())
-  for _ in range(buffered):
-    next(host_only)
   timed = max(flags.FLAGS.steps, buffered)
-  for _ in range(timed):
+  host_only = iter(make_pipeline())
+  for _ in range(buffered + timed):
     next(host_only)
   start = time.perf_counter()
   for _ in range(timed):

@@ -20,20 +20,26 @@ from absl import flags  # noqa: E402
 flags.FLAGS.mark_as_parsed()
 
 
+def _finished_run(tmp_path_factory, name, config):
+  """Trains `config` to the end in a fresh directory; returns (workdir, summary)."""
+  from fer_jax import train  # noqa: PLC0415
+
+  root = tmp_path_factory.mktemp(name)
+  config.dataset.cache_dir = str(root / "cache")
+  config.progress_bar = False
+  return root / "run", train.train_and_evaluate(config, root / "run")
+
+
 @pytest.fixture(scope="session")
 def lanet_run(tmp_path_factory):
   """(config, workdir) of a finished 2-epoch LA-Net run on noisy synthetic data (runlocal),
   checkpointed at epoch ends only (steps 12 and 24). Tests must not write into it."""
   from configs import lanet as lanet_config  # noqa: PLC0415
-  from fer_jax import train  # noqa: PLC0415
 
-  root = tmp_path_factory.mktemp("lanet_run")
   config = lanet_config.get_config("synthetic,noise=0.3,runlocal=true")
-  config.dataset.cache_dir = str(root / "cache")
-  config.progress_bar = False
   config.checkpoint_every_steps = 1000
-  train.train_and_evaluate(config, root / "run")
-  return config, root / "run"
+  workdir, _ = _finished_run(tmp_path_factory, "lanet_run", config)
+  return config, workdir
 
 
 @pytest.fixture(scope="session")
@@ -41,11 +47,7 @@ def noisy_baseline_run(tmp_path_factory):
   """(config, workdir, summary) of a finished 2-epoch CE run on 30%-noisy synthetic labels
   (runlocal). Tests must not write into it."""
   from configs import baseline  # noqa: PLC0415
-  from fer_jax import train  # noqa: PLC0415
 
-  root = tmp_path_factory.mktemp("noisy_baseline_run")
   config = baseline.get_config("synthetic,noise=0.3,runlocal=true")
-  config.dataset.cache_dir = str(root / "cache")
-  config.progress_bar = False
-  summary = train.train_and_evaluate(config, root / "run")
-  return config, root / "run", summary
+  workdir, summary = _finished_run(tmp_path_factory, "noisy_baseline_run", config)
+  return config, workdir, summary
