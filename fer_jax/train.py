@@ -92,8 +92,12 @@ def evaluate(eval_fn, state, source, config, sharding):
   return np.asarray(jax.device_get(confusion)), float(loss_sum) / len(source)
 
 
-def create_state(config, model, tx, method, num_train, rng, replicated):
-  """Initialises (or loads `config.init_from` into) a replicated TrainState."""
+def create_state(config, model, tx, method, num_train, rng, replicated, class_names=None):
+  """Initialises (or loads `config.init_from` into) a replicated TrainState.
+
+  `class_names`, the run's classes in the model's order: a loaded head is put in that order
+  (weights.align_heads); None takes a head of the right shape as it is.
+  """
   init_rng, extra_rng = jax.random.split(rng)
   size = config.input.image_size
   dummy = jnp.zeros((1, size, size, 3), jnp.dtype(config.dtype))
@@ -104,6 +108,8 @@ def create_state(config, model, tx, method, num_train, rng, replicated):
     variables = jax.jit(functools.partial(model.init, train=False))(init_rng, dummy)
   if config.init_from:
     loaded, meta = weights.load(config.init_from)
+    if class_names is not None:
+      loaded = weights.align_heads(loaded, meta, class_names, source=config.init_from)
     variables = weights.merge(variables, loaded, source=config.init_from)
     if hasattr(method, "adapt_pretrained"):
       variables = method.adapt_pretrained(variables, loaded)
@@ -207,7 +213,8 @@ def train_and_evaluate(config, workdir):
   # Made by a jitted function so the keys are global arrays (every host saves and restores them).
   rng, init_rng = jax.jit(lambda: tuple(jax.random.split(jax.random.key(config.seed))),
                           out_shardings=replicated)()
-  state = create_state(config, model, tx, method, num_train, init_rng, replicated)
+  state = create_state(config, model, tx, method, num_train, init_rng, replicated,
+                       dataset.class_names)
   parameter_overview.log_parameter_overview(jax.device_get(state.params))
 
   train_iter = iter(train_input(config, dataset.train, config.batch_size // n_proc,

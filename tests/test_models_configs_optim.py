@@ -107,3 +107,36 @@ def test_unknown_optimizer_and_schedule_are_named():
   with pytest.raises(ValueError, match="config.optimizer.schedule='cosine'"):
     optim.make(_opt_config(schedule="cosine"), 10, 100)
 
+
+
+def test_init_from_puts_a_loaded_head_in_the_runs_class_order(tmp_path):
+  """A model trained in RAF-DB order that starts an AffectNet-order run (NCCTFER's remap)
+  scores each class with that class's weights; one trained on other classes leaves the run's
+  fresh head."""
+  from configs import baseline
+  from fer_jax import train
+  from fer_jax.data import classes
+  from fer_jax.methods import ce
+  from fer_jax.models import weights
+
+  config = baseline.get_config("runlocal=true")
+  model = ce.build_model(config)
+  tx = optim.make(config.optimizer, 10, 100)[0]
+  fresh = train.create_state(config, model, tx, ce, 10, jax.random.key(0), None)
+  kernel = np.tile(np.arange(7, dtype=np.float32), (fresh.params["head"]["kernel"].shape[0], 1))
+  params = {**fresh.params, "head": {"kernel": kernel, "bias": np.arange(7, dtype=np.float32)}}
+  meta = {"class_names": list(classes.RAF_DB)}
+  weights.save(tmp_path / "m", {"params": params, "batch_stats": fresh.batch_stats}, meta)
+  config.init_from = str(tmp_path / "m")
+
+  affectnet7 = classes.AFFECTNET[:7]
+  state = train.create_state(config, model, tx, ce, 10, jax.random.key(0), None, affectnet7)
+  expected = [classes.RAF_DB.index(name) for name in affectnet7]  # happiness -> RAF index 3
+  np.testing.assert_array_equal(state.params["head"]["bias"], expected)
+  np.testing.assert_array_equal(state.params["head"]["kernel"][5], expected)
+
+  state = train.create_state(config, model, tx, ce, 10, jax.random.key(0), None,
+                             [f"class{k}" for k in range(7)])
+  np.testing.assert_array_equal(state.params["head"]["kernel"], fresh.params["head"]["kernel"])
+  np.testing.assert_array_equal(state.params["backbone"]["conv1"]["kernel"],
+                                fresh.params["backbone"]["conv1"]["kernel"])

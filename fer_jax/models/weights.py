@@ -15,6 +15,8 @@ import flax
 import jax
 import numpy as np
 
+from fer_jax.data import classes
+
 VARIABLES = "variables.npz"
 META = "model.json"
 
@@ -50,6 +52,38 @@ def load(directory):
   with np.load(directory / VARIABLES) as f:
     variables = flax.traverse_util.unflatten_dict({k: f[k] for k in f.files}, sep="/")
   return variables, json.loads((directory / META).read_text())
+
+
+# The modules whose last axis indexes the classes: the classifier, NCCTFER's negative head.
+CLASS_HEADS = ("head", "negative_head")
+
+
+def align_heads(loaded, meta, class_names, *, source):
+  """`loaded` with its class-indexed heads (CLASS_HEADS) in the order of `class_names`.
+
+  A model trained on RAF-DB order that starts a run in AffectNet order (NCCTFER's remap) would
+  otherwise score every class with another class's weights. Classes match by canonical name
+  ("Happy" = "happiness"); a head whose classes are not those of `class_names` is dropped, so
+  the run starts with a fresh one.
+  """
+  heads = [name for name in CLASS_HEADS if name in loaded.get("params", {})]
+  have = [classes.canonical(n) for n in meta.get("class_names", ())]
+  want = [classes.canonical(n) for n in class_names]
+  if not heads or have == want:
+    return loaded
+  params = dict(loaded["params"])
+  if sorted(have) != sorted(want):
+    logging.warning("%s: its classes %s are not the run's %s; starting with fresh %s", source,
+                    meta.get("class_names"), list(class_names), heads)
+    for name in heads:
+      del params[name]
+  else:
+    order = np.array([have.index(n) for n in want])
+    logging.info("%s: reordering %s from %s to %s", source, heads, meta["class_names"],
+                 list(class_names))
+    for name in heads:
+      params[name] = {k: np.asarray(v)[..., order] for k, v in params[name].items()}
+  return {**loaded, "params": params}
 
 
 def merge(init, loaded, *, source):
