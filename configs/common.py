@@ -51,6 +51,9 @@ def base_config(method, data="synthetic", noise=0.0, noise_kind="symmetric", noi
   # A checkpoint from `python -m fer_jax.convert`: its backbone (and head, if its class count
   # matches) replaces the random init. Empty: train from scratch.
   c.init_from = ""
+  # Whether init_from's classifier head is loaded (matched to the run's classes by name).
+  # False: a fresh head, as every paper starts (its pretrained face network's fc is dropped).
+  c.init_head = True
   c.dtype = "float32"  # "bfloat16": mixed precision, params and optimiser state stay float32
   c.num_epochs = 60
   c.batch_size = 32  # global, over all devices and hosts

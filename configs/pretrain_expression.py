@@ -8,7 +8,9 @@ EAC reach 69.6% after one RAF-DB epoch (docs/design.md).
       --config.init_from=runs/pretrain_expression/model --workdir runs/eac_syn30
 
 Cross-entropy on 3,000 faces drawn with dataset seed 1 (the benchmark's are seed 0), with their
-true labels, the synthetic recipe and flips. The whole model carries over, head included.
+true labels, the synthetic recipe and flips. The grid (pretrain=expression) starts methods
+from its backbone with a fresh head (`--config.init_head=False`), as the papers drop their face
+network's classifier; without that flag the trained head is loaded too.
 """
 
 from configs import baseline, common

@@ -108,7 +108,9 @@ def create_state(config, model, tx, method, num_train, rng, replicated, class_na
     variables = jax.jit(functools.partial(model.init, train=False))(init_rng, dummy)
   if config.init_from:
     loaded, meta = weights.load(config.init_from)
-    if class_names is not None:
+    if not config.init_head:
+      loaded = weights.without_heads(loaded)
+    elif class_names is not None:
       loaded = weights.align_heads(loaded, meta, class_names, source=config.init_from)
     variables = weights.merge(variables, loaded, source=config.init_from)
     if hasattr(method, "adapt_pretrained"):

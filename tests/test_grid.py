@@ -98,6 +98,8 @@ def test_synthetic_grid_trains_1000_images_45_epochs_and_takes_a_batch_size(tmp_
   assert not any(arg.startswith("--config.batch_size") for arg in paper["eac_symmetric0.3_s0"])
   assert grid.load_spec("configs/grids/synthetic.py:pretrain=identity").pretrain == (
     "pretrain_identity")
+  expression = grid.load_spec("configs/grids/synthetic.py:pretrain=expression")
+  assert dict(expression.overrides)["init_head"] is False  # the backbone alone, as the papers
   with pytest.raises(ValueError, match="pretrain='celeb'"):
     grid.load_spec("configs/grids/synthetic.py:pretrain=celeb")
 

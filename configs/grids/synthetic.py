@@ -22,7 +22,8 @@ synthetic recipe's). A GPU job:
 
 pretrain=identity starts every run from the face-recognition stand-in
 (configs/pretrain_identity.py) instead of the landmark one, pretrain=expression from a model
-trained on other faces' true expressions (configs/pretrain_expression.py):
+trained on other faces' true expressions (configs/pretrain_expression.py; its backbone only,
+with a fresh head, `init_head=False`, as the papers start):
 
   python -m fer_jax.grid --grid configs/grids/synthetic.py:methods=baseline+eac,pretrain=identity \
       --root runs/grid_synthetic_identity
@@ -66,6 +67,8 @@ def get_config(arg=None):
   paper = arg.recipe == "paper"
   overrides = [("dataset.num_train", 1000), ("num_epochs", arg.epochs)]
   overrides += [(field, arg[k]) for k, field in FIELDS.items() if arg[k] != defaults[k]]
+  if arg.pretrain == "expression":  # its 7-way head is dropped, as the papers drop their fc
+    overrides.append(("init_head", False))
   return mlc.ConfigDict(dict(
     data="synthetic,recipe=paper" if paper else "synthetic",
     methods=tuple(arg.methods.split("+")),

@@ -58,6 +58,12 @@ def load(directory):
 CLASS_HEADS = ("head", "negative_head")
 
 
+def without_heads(loaded):
+  """`loaded` less its class-indexed heads (CLASS_HEADS): a run then starts with fresh ones."""
+  params = {k: v for k, v in loaded.get("params", {}).items() if k not in CLASS_HEADS}
+  return {**loaded, "params": params}
+
+
 def align_heads(loaded, meta, class_names, *, source):
   """`loaded` with its class-indexed heads (CLASS_HEADS) in the order of `class_names`.
 
@@ -71,18 +77,15 @@ def align_heads(loaded, meta, class_names, *, source):
   want = [classes.canonical(n) for n in class_names]
   if not heads or have == want:
     return loaded
-  params = dict(loaded["params"])
   if sorted(have) != sorted(want):
     logging.warning("%s: its classes %s are not the run's %s; starting with fresh %s", source,
                     meta.get("class_names"), list(class_names), heads)
-    for name in heads:
-      del params[name]
-  else:
-    order = np.array([have.index(n) for n in want])
-    logging.info("%s: reordering %s from %s to %s", source, heads, meta["class_names"],
-                 list(class_names))
-    for name in heads:
-      params[name] = {k: np.asarray(v)[..., order] for k, v in params[name].items()}
+    return without_heads(loaded)
+  order = np.array([have.index(n) for n in want])
+  logging.info("%s: reordering %s from %s to %s", source, heads, meta["class_names"],
+               list(class_names))
+  params = {name: ({k: np.asarray(v)[..., order] for k, v in tree.items()}
+                   if name in heads else tree) for name, tree in loaded["params"].items()}
   return {**loaded, "params": params}
 
 
