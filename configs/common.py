@@ -48,8 +48,8 @@ def base_config(method, data="synthetic", noise=0.0, noise_kind="symmetric", noi
   c.seed = 0
   c.method = method
   c.model = mlc.ConfigDict(dict(arch="resnet18", width=64, num_classes=7))
-  # A checkpoint from `python -m fer_jax.convert`: its backbone (and head, if its class count
-  # matches) replaces the random init. Empty: train from scratch.
+  # A checkpoint from `python -m fer_jax.convert` or a run's `model/`: its backbone (and, with
+  # init_head, a head for the run's classes) replaces the random init. Empty: from scratch.
   c.init_from = ""
   # Whether init_from's classifier head is loaded (matched to the run's classes by name).
   # False: a fresh head, as every paper starts (its pretrained face network's fc is dropped).
