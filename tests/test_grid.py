@@ -79,7 +79,9 @@ def test_synthetic_grid_trains_1000_images_45_epochs_and_takes_a_batch_size(tmp_
   assert len(default) == 1 + 6 * 3  # pretraining, then six methods x three seeds
   eac = default["eac_symmetric0.3_s2"]
   assert {"--config.dataset.num_train=1000", "--config.num_epochs=45",
-          f"--config.init_from={tmp_path / 'pretrain' / 'model'}"} <= set(eac)
+          f"--config.init_from={tmp_path / 'pretrain' / 'model'}",
+          "--config.init_head=False"} <= set(eac)  # the expression backbone alone, as the papers
+  assert "configs/pretrain_expression.py" in default["pretrain"]
   assert not any(arg.startswith("--config.batch_size") for arg in eac)  # the recipe's 64
   b32 = grid.plan(grid.load_spec("configs/grids/synthetic.py:methods=baseline+eac,batch_size=32"),
                   tmp_path)
@@ -89,17 +91,18 @@ def test_synthetic_grid_trains_1000_images_45_epochs_and_takes_a_batch_size(tmp_
                             "decay_rate=0.9,epochs=60")
   assert dict(official.overrides) == {"dataset.num_train": 1000, "num_epochs": 60,
                                       "batch_size": 32, "optimizer.lr": 2e-4,
-                                      "optimizer.decay_rate": 0.9}
+                                      "optimizer.decay_rate": 0.9, "init_head": False}
   paper = {w.name: cmd for w, cmd in grid.plan(
     grid.load_spec("configs/grids/synthetic.py:methods=eac,recipe=paper,epochs=60"), tmp_path)}
-  assert "configs/pretrain_landmarks.py:recipe=paper" in paper["pretrain"]
+  assert "configs/pretrain_expression.py:recipe=paper" in paper["pretrain"]
   assert "configs/eac.py:synthetic,recipe=paper,noise=0.3,noise_kind=symmetric" in paper[
     "eac_symmetric0.3_s0"]
   assert not any(arg.startswith("--config.batch_size") for arg in paper["eac_symmetric0.3_s0"])
   assert grid.load_spec("configs/grids/synthetic.py:pretrain=identity").pretrain == (
     "pretrain_identity")
-  expression = grid.load_spec("configs/grids/synthetic.py:pretrain=expression")
-  assert dict(expression.overrides)["init_head"] is False  # the backbone alone, as the papers
+  landmarks = grid.load_spec("configs/grids/synthetic.py:pretrain=landmarks")
+  assert landmarks.pretrain == "pretrain_landmarks"
+  assert "init_head" not in dict(landmarks.overrides)  # a landmark model has no head to drop
   with pytest.raises(ValueError, match="pretrain='celeb'"):
     grid.load_spec("configs/grids/synthetic.py:pretrain=celeb")
 
