@@ -160,3 +160,8 @@ def test_one_step_matches_pytorch():
   # Running statistics: two momentum-0.1 updates, the original view's first.
   np.testing.assert_allclose(new.batch_stats["backbone"]["bn1"]["mean"],
                              expected["batch_stats"]["backbone"]["bn1"]["mean"], atol=1e-5)
+  # ... and the running variances PyTorch's way (unbiased batch variance), in the last layer too.
+  for path in (("bn1",), ("layer4_1", "bn2")):
+    got = functools.reduce(lambda t, k: t[k], path, new.batch_stats["backbone"])["var"]
+    want = functools.reduce(lambda t, k: t[k], path, expected["batch_stats"]["backbone"])["var"]
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)

@@ -2,8 +2,9 @@
 
 Spec: ../shared/specs/eac.md. Per step, on a batch of erased views and their mirror images:
   1. two forward passes in train mode, the original view first; each is normalised with its
-     own batch statistics and the running statistics are threaded from the first pass into the
-     second (two BatchNorm updates per step, never one concatenated batch);
+     own batch statistics and the running statistics are updated twice, the original view's
+     first (never one concatenated batch). Here both run as one batched pass
+     (`views.apply_views`) with exactly those semantics;
   2. cross-entropy on the original view only (the mirror's logits are unused);
   3. class activation maps of all classes from the last feature map and the *detached*
      classifier kernel (no bias, ReLU, normalisation or upsampling), the mirror's maps flipped
@@ -24,6 +25,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from fer_jax.methods import views
 from fer_jax.models import resnet
 
 SECOND_VIEWS = ("mirror", "reflip")
@@ -60,12 +62,9 @@ def second_view(batch, config):
 
 def loss_fn(params, state, batch, rng, *, model, config):
   del rng
-  (logits, feats), mutated = model.apply(
-    {"params": params, "batch_stats": state.batch_stats}, batch["image"], train=True,
-    mutable=["batch_stats"])
-  (_, mirror_feats), mutated = model.apply(
-    {"params": params, "batch_stats": mutated["batch_stats"]}, second_view(batch, config),
-    train=True, mutable=["batch_stats"])
+  ((logits, feats), (_, mirror_feats)), mutated = views.apply_views(
+    model, {"params": params, "batch_stats": state.batch_stats},
+    [batch["image"], second_view(batch, config)])
   kernel = params["head"]["kernel"]
   consistency = attention_consistency(class_activation_maps(feats["stage4"], kernel),
                                       class_activation_maps(mirror_feats["stage4"], kernel))

@@ -5,7 +5,8 @@ One backbone, two linear heads on its pooled feature: the positive classifier `h
 only one used for evaluation and export) and the negative classifier `negative_head`. Each
 step runs the weak view (`image`: resize, pad-4 crop, flip) and the strong view
 (`image_strong`: the same plus RandAugment and a 16 px cutout) as two forward passes, the
-BatchNorm running statistics threaded from the first into the second.
+BatchNorm running statistics threaded from the first into the second; here as one batched
+pass with the same semantics (`views.apply_views`).
 
 - Warm-up epochs (`warmup_epochs`): 0.5 * (mean CE(weak) + mean CE(strong)) on the positive head.
 - Then, per view, class thresholds from the batch: T_c = mean over all samples of
@@ -39,6 +40,7 @@ import jax.numpy as jnp
 import optax
 
 from fer_jax import optim
+from fer_jax.methods import views
 from fer_jax.models import resnet
 
 
@@ -114,12 +116,9 @@ def _confident_ce(logits, labels, selected, reduction):
 def loss_fn(params, state, batch, rng, *, model, config):
   c = config.ncct
   labels = batch["label"]
-  (weak, weak_feats), mutated = model.apply(
-    {"params": params, "batch_stats": state.batch_stats}, batch["image"], train=True,
-    mutable=["batch_stats"])
-  (strong, strong_feats), mutated = model.apply(
-    {"params": params, "batch_stats": mutated["batch_stats"]}, batch["image_strong"], train=True,
-    mutable=["batch_stats"])
+  ((weak, weak_feats), (strong, strong_feats)), mutated = views.apply_views(
+    model, {"params": params, "batch_stats": state.batch_stats},
+    [batch["image"], batch["image_strong"]])
   ce_weak = optax.softmax_cross_entropy_with_integer_labels(weak, labels)
   ce_strong = optax.softmax_cross_entropy_with_integer_labels(strong, labels)
   warmup_loss = 0.5 * (ce_weak.mean() + ce_strong.mean())

@@ -31,11 +31,60 @@ def _conv(features, kernel, stride, name, dtype):
   )
 
 
-def _norm(train, name, dtype):
+class BatchNorm(nn.Module):
+  """BatchNorm as torch.nn.BatchNorm2d/1d trains, over a batch that may hold several views.
+
+  Parameters and statistics keep nn.BatchNorm's names (scale, bias; mean, var), so converted
+  weights and checkpoints load unchanged. Two differences from nn.BatchNorm, both PyTorch's
+  behaviour: the running variance is updated with the *unbiased* batch variance (n / (n - 1)),
+  and a batch of `views` interleaved views (row = sample * views + view) is normalised per view
+  with that view's own statistics, the running statistics updated once per view in view order,
+  exactly as `views` successive forward passes would (at momentum 0.1 and two views:
+  rm = 0.81 rm0 + 0.09 mu1 + 0.1 mu2). So a method that runs its views through the network one
+  after another can run them as one batched pass with the same results.
+  """
+
+  use_running_average: bool
+  momentum: float = 0.9  # Flax's convention: running = momentum * running + (1 - momentum) * batch
+  epsilon: float = 1e-5
+  dtype: Any = jnp.float32
+  use_scale: bool = True
+  use_bias: bool = True
+  views: int = 1
+
+  @nn.compact
+  def __call__(self, x):
+    features = x.shape[-1]
+    mean_var = self.variable("batch_stats", "mean", jnp.zeros, (features,), jnp.float32)
+    var_var = self.variable("batch_stats", "var", jnp.ones, (features,), jnp.float32)
+    scale = self.param("scale", nn.initializers.ones, (features,)) if self.use_scale else 1.0
+    bias = self.param("bias", nn.initializers.zeros, (features,)) if self.use_bias else 0.0
+    if self.use_running_average:
+      mean, var = mean_var.value, var_var.value
+      y = (x - mean) * (scale * jax.lax.rsqrt(var + self.epsilon)) + bias
+      return y.astype(self.dtype)
+    # (samples, views, ..., C): statistics per view over every axis but the view and channel.
+    grouped = x.reshape(x.shape[0] // self.views, self.views, *x.shape[1:]).astype(jnp.float32)
+    axes = (0, *range(2, grouped.ndim - 1))
+    mean = grouped.mean(axes, keepdims=True)
+    var = jnp.square(grouped - mean).mean(axes, keepdims=True)
+    if not self.is_initializing():
+      n = grouped.size // (self.views * features)
+      running_mean, running_var = mean_var.value, var_var.value
+      for view in range(self.views):
+        view_mean = mean.reshape(self.views, features)[view]
+        unbiased = var.reshape(self.views, features)[view] * (n / max(n - 1, 1))
+        running_mean = self.momentum * running_mean + (1 - self.momentum) * view_mean
+        running_var = self.momentum * running_var + (1 - self.momentum) * unbiased
+      mean_var.value, var_var.value = running_mean, running_var
+    y = (grouped - mean) * (scale * jax.lax.rsqrt(var + self.epsilon)) + bias
+    return y.reshape(x.shape).astype(self.dtype)
+
+
+def _norm(train, name, dtype, views=1):
   # PyTorch BN momentum 0.1 updates running = 0.9 * running + 0.1 * batch, i.e. Flax momentum 0.9.
-  return nn.BatchNorm(
-    use_running_average=not train, momentum=0.9, epsilon=1e-5, dtype=dtype, name=name
-  )
+  return BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5, dtype=dtype,
+                   views=views, name=name)
 
 
 class BasicBlock(nn.Module):
@@ -47,12 +96,12 @@ class BasicBlock(nn.Module):
   expansion = 1
 
   @nn.compact
-  def __call__(self, x, train):
+  def __call__(self, x, train, views=1):
     y = _conv(self.features, 3, self.stride, "conv1", self.dtype)(x)
-    y = nn.relu(_norm(train, "bn1", self.dtype)(y))
+    y = nn.relu(_norm(train, "bn1", self.dtype, views)(y))
     y = _conv(self.features, 3, 1, "conv2", self.dtype)(y)
-    y = _norm(train, "bn2", self.dtype)(y)
-    return nn.relu(y + _shortcut(self, x, train))
+    y = _norm(train, "bn2", self.dtype, views)(y)
+    return nn.relu(y + _shortcut(self, x, train, views))
 
 
 class Bottleneck(nn.Module):
@@ -66,23 +115,23 @@ class Bottleneck(nn.Module):
   expansion = 4
 
   @nn.compact
-  def __call__(self, x, train):
+  def __call__(self, x, train, views=1):
     first, second = (self.stride, 1) if self.stride_on_1x1 else (1, self.stride)
     y = _conv(self.features, 1, first, "conv1", self.dtype)(x)
-    y = nn.relu(_norm(train, "bn1", self.dtype)(y))
+    y = nn.relu(_norm(train, "bn1", self.dtype, views)(y))
     y = _conv(self.features, 3, second, "conv2", self.dtype)(y)
-    y = nn.relu(_norm(train, "bn2", self.dtype)(y))
+    y = nn.relu(_norm(train, "bn2", self.dtype, views)(y))
     y = _conv(self.features * 4, 1, 1, "conv3", self.dtype)(y)
-    y = _norm(train, "bn3", self.dtype)(y)
-    return nn.relu(y + _shortcut(self, x, train))
+    y = _norm(train, "bn3", self.dtype, views)(y)
+    return nn.relu(y + _shortcut(self, x, train, views))
 
 
-def _shortcut(block, x, train):
+def _shortcut(block, x, train, views):
   out = block.features * block.expansion
   if block.stride == 1 and x.shape[-1] == out:
     return x
   y = _conv(out, 1, block.stride, "downsample_0", block.dtype)(x)
-  return _norm(train, "downsample_1", block.dtype)(y)
+  return _norm(train, "downsample_1", block.dtype, views)(y)
 
 
 class ResNet(nn.Module):
@@ -101,10 +150,10 @@ class ResNet(nn.Module):
   ceil_pool: bool = False
 
   @nn.compact
-  def __call__(self, x, train: bool = False):
+  def __call__(self, x, train: bool = False, views: int = 1):
     x = x.astype(self.dtype)
     x = _conv(self.width, 7, 2, "conv1", self.dtype)(x)
-    x = nn.relu(_norm(train, "bn1", self.dtype)(x))
+    x = nn.relu(_norm(train, "bn1", self.dtype, views)(x))
     # torchvision's MaxPool2d(3, 2, padding=1) pads with -inf, as reduce_window does here.
     pad = ((0, 1), (0, 1)) if self.ceil_pool else ((1, 1), (1, 1))
     x = nn.max_pool(x, (3, 3), (2, 2), padding=pad)
@@ -112,7 +161,8 @@ class ResNet(nn.Module):
     for i, blocks in enumerate(self.stage_sizes):
       for j in range(blocks):
         stride = 2 if i > 0 and j == 0 else 1
-        x = self.block(self.width * 2**i, stride, self.dtype, name=f"layer{i + 1}_{j}")(x, train)
+        block = self.block(self.width * 2**i, stride, self.dtype, name=f"layer{i + 1}_{j}")
+        x = block(x, train, views)
       feats[f"stage{i + 1}"] = x
     feats["pre_logits"] = jnp.mean(x.astype(jnp.float32), axis=(1, 2))
     return feats
@@ -159,10 +209,11 @@ class UncertaintyNeck(nn.Module):
   dtype: Any = jnp.float32
 
   @nn.compact
-  def __call__(self, fmap, train):
+  def __call__(self, fmap, train, views=1):
     def norm(name, affine):
-      return nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=2e-5,
-                          use_scale=affine, use_bias=affine, dtype=self.dtype, name=name)
+      return BatchNorm(use_running_average=not train, momentum=0.9, epsilon=2e-5,
+                       use_scale=affine, use_bias=affine, dtype=self.dtype, views=views,
+                       name=name)
 
     x = norm("bn_in", False)(fmap)
     x = nn.Dropout(self.dropout, deterministic=not train)(x)
@@ -192,14 +243,14 @@ class Classifier(nn.Module):
   neck: str = "pool"
 
   @nn.compact
-  def __call__(self, x, train: bool = False):
-    feats = build_backbone(self.arch, self.width, self.dtype, name="backbone")(x, train)
+  def __call__(self, x, train: bool = False, views: int = 1):
+    feats = build_backbone(self.arch, self.width, self.dtype, name="backbone")(x, train, views)
     if self.neck == "uncertainty":
-      pooled = UncertaintyNeck(dtype=self.dtype, name="neck")(feats["stage4"], train)
+      pooled = UncertaintyNeck(dtype=self.dtype, name="neck")(feats["stage4"], train, views)
       feats = {**feats, "mu": pooled}
       if train or self.is_initializing():
         feats["log_var"] = UncertaintyNeck(dtype=self.dtype, name="log_var")(feats["stage4"],
-                                                                              train)
+                                                                              train, views)
     elif self.neck == "pool":
       pooled = feats["pre_logits"]
     else:
