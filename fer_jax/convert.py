@@ -15,11 +15,14 @@ directory holds the backbone alone.
 Every backbone variable of the Flax model must be found with the right shape, and every
 tensor of the checkpoint must be used (or be the dropped fc): anything else is an error that
 lists the keys.
+
+Checkpoints are unpickled through an allow-list (fer_jax/safe_pickle.py): a file whose pickle
+names anything but tensors, numpy arrays and containers (`os.system`, a model class) is refused
+with a ValueError naming the file and that global, before any of it runs.
 """
 
 import logging
 import pathlib
-import pickle
 import re
 
 import flax
@@ -28,7 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 from absl import app, flags
 
-from fer_jax import torch_files
+from fer_jax import safe_pickle, torch_files
 from fer_jax.data import classes, pipeline
 from fer_jax.models import resnet, weights
 
@@ -100,10 +103,15 @@ def infer_arch(state_dict, source):
 
 def read_checkpoint(src):
   """A torch.save file, or a pickle of numpy arrays (the VGGFace2 `resnet50_ft_weight.pkl`,
-  written by Python 2, hence latin1)."""
+  written by Python 2, hence latin1), read through the allow-list of fer_jax/safe_pickle.py.
+
+  Raises:
+    ValueError: naming `src` (and the refused global) unless the file holds only tensors,
+      arrays and containers.
+  """
   if pathlib.Path(src).suffix == ".pkl":
     with open(src, "rb") as f:
-      return pickle.load(f, encoding="latin1")
+      return safe_pickle.load(f, src, encoding="latin1")
   return torch_files.load(src)
 
 

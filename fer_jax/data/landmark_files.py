@@ -3,7 +3,8 @@
 Every landmark array here is (N, 19, 2) float32, (x, y) pixels in the AFLW-19 order of
 ../shared/specs/lanet.md §6 (brows, eyes, nose, mouth, chin; image-left first in each group).
 - `read_torch_tensor`: a `torch.save` file such as LA-Net's
-  `Model_Data/raf_train_19_landmarks.tensor`, read without torch (fer_jax/torch_files.py).
+  `Model_Data/raf_train_19_landmarks.tensor`, read without torch (fer_jax/torch_files.py) and
+  through the allow-list of fer_jax/safe_pickle.py, so a hostile file is refused, never run.
 - `aflw19_from_68`: the 68 iBUG/300-W points (AffectNet's CSV, dlib) mapped to the 19.
 - `attach`: a split whose records carry `landmarks`, checked against its size.
 """
@@ -14,7 +15,7 @@ import zipfile
 
 import numpy as np
 
-from fer_jax import torch_files
+from fer_jax import safe_pickle, torch_files
 
 NUM_POINTS = 19
 # For each AFLW-19 point, the 68-point indices it is (the mean of): lanet.md §6 option (b).
@@ -31,9 +32,16 @@ def aflw19_from_68(points):
 
 
 def read_torch_tensor(path):
-  """The array saved by `torch.save(tensor, path)`."""
+  """The array saved by `torch.save(tensor, path)`.
+
+  Raises:
+    ValueError: naming the file, when it is not one tensor saved by torch, or (the refusal of
+      safe_pickle, passed on as it is) when its pickle names anything but a tensor.
+  """
   try:
     value = torch_files.load(path)
+  except safe_pickle.RefusedError:
+    raise
   except (zipfile.BadZipFile, pickle.UnpicklingError, KeyError, ValueError) as e:
     raise ValueError(f"{path}: not a torch.save tensor file ({e})") from e
   if not isinstance(value, np.ndarray):
