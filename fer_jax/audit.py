@@ -28,12 +28,11 @@ import pathlib
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
-from absl import app, flags
+from absl import flags
 
-from fer_jax import evaluate, noise, predict
+from fer_jax import cli, evaluate, noise, predict
 from fer_jax.data import classes, pipeline, sources
 from fer_jax.methods import eac, ncct
 
@@ -67,16 +66,16 @@ def distributions(signal, checkpoint, model, variables, meta, train, ops):
     manager = ocp.CheckpointManager(directory.absolute(), item_names=("state",))
     step = manager.latest_step()
     if step is None:
-      raise ValueError(f"{directory}: no checkpoint to read the label history from")
+      raise cli.UsageError(f"{directory}: no checkpoint to read the label history from")
     extra = manager.restore(step, args=ocp.args.Composite(
       state=ocp.args.StandardRestore()))["state"]["state"]["extra"]
     if "history" not in extra:
-      raise ValueError(f"{checkpoint}: --signal=history needs a run that keeps a label history "
-                       "(LA-Net); use --signal=loss or margin")
+      raise cli.UsageError(f"{checkpoint}: --signal=history needs a run that keeps a label history "
+                           "(LA-Net); use --signal=loss or margin")
     history, visited = np.asarray(extra["history"]), np.asarray(extra["visited"])
     # A never-visited sample still has its one-hot given label.
     return np.where(visited[:, None], history, np.eye(history.shape[1])[train.labels])
-  raise ValueError(f"--signal={signal!r}: expected one of {SIGNALS}")
+  raise cli.UsageError(f"--signal={signal!r}: expected one of {SIGNALS}")
 
 
 def scores(signal, dist, given):
@@ -120,8 +119,8 @@ def audit(signal, checkpoint, config):
   given = np.asarray(train.labels)
   if signal == "cam_inconsistency":
     if meta.get("neck", "pool") != "pool":
-      raise ValueError(f"{checkpoint}: --signal=cam_inconsistency needs class activation maps; "
-                       "this model's head does not read a pooled feature")
+      raise cli.UsageError(f"{checkpoint}: --signal=cam_inconsistency needs class activation maps; "
+                           "this model's head does not read a pooled feature")
     score = cam_inconsistency(model, variables, meta, train, config.input.eval_ops)
   else:
     score = scores(signal, dist, given)
@@ -155,19 +154,22 @@ def audit(signal, checkpoint, config):
 
 
 def main(argv):
-  del argv
   f = flags.FLAGS
-  path = pathlib.Path(f.checkpoint) / "config.json"
-  if not path.exists():
-    raise ValueError(f"{f.checkpoint}: not a training workdir (no config.json)")
-  config = ml_collections.ConfigDict(json.loads(path.read_text()))
-  out = pathlib.Path(f.out or pathlib.Path(f.checkpoint) / f"audit_{f.signal}")
+  if len(argv) > 1:
+    raise cli.UsageError(f"unexpected arguments {argv[1:]}: flags are --name=value")
+  if f.relabel_top < 0:
+    raise cli.UsageError(f"--relabel_top={f.relabel_top}: expected a count >= 0")
   if f.relabel_top and not f.labels_out:
-    raise ValueError("--relabel_top needs --labels_out (the label file to write)")
+    raise cli.UsageError("--relabel_top needs --labels_out (the label file to write)")
   if f.labels_out and pathlib.Path(f.labels_out).exists():
-    raise FileExistsError(f"{f.labels_out} exists; choose another --labels_out")
-  out.mkdir(parents=True)  # an existing audit is never overwritten
+    raise cli.UsageError(f"--labels_out={f.labels_out} exists; choose another --labels_out")
+  out = pathlib.Path(f.out or pathlib.Path(f.checkpoint) / f"audit_{f.signal}")
+  if out.exists():  # an existing audit is never overwritten
+    raise cli.UsageError(f"{out} exists; choose another --out")
+  config = evaluate.read_run_config(f.checkpoint)
+  cli.check_dataset(config.dataset.name)
   rows, report, own, given, suggested, order = audit(f.signal, f.checkpoint, config)
+  out.mkdir(parents=True)  # only now: a failed audit leaves no empty directory behind
   with open(out / "audit.csv", "w", newline="") as fh:
     writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
     writer.writeheader()
@@ -187,4 +189,4 @@ if __name__ == "__main__":
   flags.DEFINE_string("out", "", "Output directory (default <checkpoint>/audit_<signal>).")
   flags.DEFINE_integer("relabel_top", 0, "Replace the labels of the K most suspicious samples.")
   flags.DEFINE_string("labels_out", "", "Write the (relabelled) training labels here.")
-  app.run(main)
+  cli.run(main)

@@ -29,9 +29,9 @@ import flax
 import jax
 import jax.numpy as jnp
 import numpy as np
-from absl import app, flags
+from absl import flags
 
-from fer_jax import safe_pickle, torch_files
+from fer_jax import cli, safe_pickle, torch_files
 from fer_jax.data import classes, pipeline
 from fer_jax.models import resnet, weights
 
@@ -47,7 +47,8 @@ def find_state_dict(checkpoint, source):
       state = state[key]
       break
   if not isinstance(state, dict) or not state:
-    raise ValueError(f"{source}: expected a state_dict (dict of tensors), got {type(state)}")
+    raise cli.UsageError(f"{source}: expected a state_dict (dict of tensors), got "
+                         f"{type(state).__name__}")
   return {re.sub(r"^module\.", "", k): np.asarray(v) for k, v in state.items()
           if not k.endswith("num_batches_tracked")}
 
@@ -88,7 +89,7 @@ def torch_to_flax(state_dict, num_classes, source):
     else:
       unused.append(f"{key} {value.shape}")
   if unused:
-    raise ValueError(f"{source}: tensors with no place in a ResNet: {unused}")
+    raise cli.UsageError(f"{source}: tensors with no place in a ResNet: {unused}")
   has_head = ("params", "head", "kernel") in flat
   return flax.traverse_util.unflatten_dict(flat), has_head
 
@@ -96,7 +97,7 @@ def torch_to_flax(state_dict, num_classes, source):
 def infer_arch(state_dict, source):
   """(arch, width) from the checkpoint's keys and its stem's width."""
   if "conv1.weight" not in state_dict:
-    raise ValueError(f"{source}: no conv1.weight; expected a torchvision ResNet state_dict")
+    raise cli.UsageError(f"{source}: no conv1.weight; expected a torchvision ResNet state_dict")
   width = state_dict["conv1.weight"].shape[0]
   return ("resnet50" if "layer1.0.conv3.weight" in state_dict else "resnet18"), width
 
@@ -131,13 +132,16 @@ def convert(src, out, class_names=classes.RAF_DB, image_size=224,
   if arch is None:
     arch = "resnet50_caffe" if pathlib.Path(src).suffix == ".pkl" else inferred
   if arch.startswith("resnet50") != inferred.startswith("resnet50"):
-    raise ValueError(f"{src}: holds a {inferred}, not a {arch}")
+    raise cli.UsageError(f"{src}: holds a {inferred}, not a {arch}")
   variables, has_head = torch_to_flax(state_dict, len(class_names), src)
   model = resnet.Classifier(arch, len(class_names), width)
   abstract = jax.eval_shape(
     lambda: model.init(jax.random.key(0), jnp.zeros((1, 32, 32, 3)), train=False)
   )
-  weights.merge(abstract, variables, source=src)  # raises on any missing or mis-shaped key
+  try:
+    weights.merge(abstract, variables, source=src)
+  except ValueError as e:  # the checkpoint does not fit the model: the message lists the keys
+    raise cli.UsageError(str(e)) from e
   meta = {"arch": arch, "width": int(width), "num_classes": len(class_names),
           "class_names": list(class_names), "image_size": image_size, "mean": list(mean),
           "std": list(std), "has_head": has_head, "source": f"converted: {src}"}
@@ -157,15 +161,32 @@ flags.DEFINE_list("mean", [str(v) for v in pipeline.IMAGENET_MEAN], "Eval RGB me
 flags.DEFINE_list("std", [str(v) for v in pipeline.IMAGENET_STD], "Eval RGB std on [0, 1].")
 
 
+def _floats(name, values):
+  try:
+    out = tuple(map(float, values))
+  except ValueError as e:
+    raise cli.UsageError(f"--{name}={','.join(values)}: expected 3 numbers (R,G,B)") from e
+  if len(out) != 3:
+    raise cli.UsageError(f"--{name}={','.join(values)}: expected 3 numbers (R,G,B)")
+  return out
+
+
 def main(argv):
-  del argv
   f = flags.FLAGS
-  meta = convert(f.torch, f.out, tuple(f.class_names), f.image_size,
-                 tuple(map(float, f.mean)), tuple(map(float, f.std)), f.arch)
+  if len(argv) > 1:
+    raise cli.UsageError(f"unexpected arguments {argv[1:]}: flags are --name=value")
+  mean, std = _floats("mean", f.mean), _floats("std", f.std)
+  if len(set(f.class_names)) != len(f.class_names) or not all(f.class_names):
+    raise cli.UsageError(f"--class_names={','.join(f.class_names)}: expected distinct, "
+                         "non-empty names")
+  # Before reading the checkpoint: the output check of weights.save comes after the work.
+  if any((pathlib.Path(f.out) / n).exists() for n in (weights.META, weights.VARIABLES)):
+    raise cli.UsageError(f"--out={f.out} already holds a model; choose another output directory")
+  meta = convert(f.torch, f.out, tuple(f.class_names), f.image_size, mean, std, f.arch)
   print(f"wrote {f.out}: {meta['arch']} width {meta['width']}, "
         f"{'with' if meta['has_head'] else 'without'} a {meta['num_classes']}-way head")
 
 
 if __name__ == "__main__":
   flags.mark_flags_as_required(["torch", "out"])
-  app.run(main)
+  cli.run(main)

@@ -20,10 +20,10 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-from absl import app, flags
+from absl import flags
 from ml_collections import config_flags
 
-from fer_jax import predict, writers
+from fer_jax import cli, predict, writers
 from fer_jax.data import pipeline, sources
 
 
@@ -57,8 +57,8 @@ def probabilities(model, variables, meta, source, ops, batch_size=64):
 def evaluate(model, variables, meta, dataset, split, ops):
   """The metrics dict of `model` on `dataset`'s `split`."""
   if list(dataset.class_names) != list(meta["class_names"]):
-    raise ValueError(f"the model's classes {meta['class_names']} differ from the dataset's "
-                     f"{list(dataset.class_names)} (set config.dataset.class_order)")
+    raise cli.UsageError(f"the model's classes {meta['class_names']} differ from the dataset's "
+                         f"{list(dataset.class_names)} (set config.dataset.class_order)")
   probs, labels = probabilities(model, variables, meta, getattr(dataset, split), ops)
   num_classes = len(dataset.class_names)
   confusion = np.zeros((num_classes, num_classes), np.int64)
@@ -102,21 +102,33 @@ def load_config(checkpoint, config):
   """The run's config: `config` if given, else <checkpoint>/config.json."""
   if config is not None:
     return config
-  path = pathlib.Path(checkpoint) / "config.json"
-  if not path.exists():
-    raise ValueError(f"{checkpoint}: no config.json (not a training workdir); pass --config "
-                     "to name the dataset")
-  return ml_collections.ConfigDict(json.loads(path.read_text()))
+  return read_run_config(checkpoint, "; pass --config to name the dataset")
+
+
+def read_run_config(workdir, hint=""):
+  """The ConfigDict of a training workdir's config.json; cli.UsageError naming the file if it
+  is missing or not JSON."""
+  path = pathlib.Path(workdir) / "config.json"
+  if not path.is_file():
+    raise cli.UsageError(f"{workdir}: no config.json (not a training workdir){hint}")
+  try:
+    return ml_collections.ConfigDict(json.loads(path.read_text()))
+  except ValueError as e:  # json.JSONDecodeError, UnicodeDecodeError
+    raise cli.UsageError(f"{path}: not a run's config ({e})") from e
 
 
 def main(argv):
-  del argv
   f = flags.FLAGS
+  if len(argv) > 1:
+    raise cli.UsageError(f"unexpected arguments {argv[1:]}: flags are --name=value")
+  out = f.out or pathlib.Path(f.checkpoint) / f"eval_{f.split}"
+  if pathlib.Path(out).exists():  # checked before the work, not when writing
+    raise cli.UsageError(f"{out} exists; choose another --out (results are never overwritten)")
   config = load_config(f.checkpoint, f.config)
+  cli.check_dataset(config.dataset.name)
   model, variables, meta = predict.load_model(f.checkpoint)
   dataset = sources.in_class_order(sources.load(config.dataset), config.dataset)
   result = evaluate(model, variables, meta, dataset, f.split, config.input.eval_ops)
-  out = f.out or pathlib.Path(f.checkpoint) / f"eval_{f.split}"
   write(result, out)
   print(f"{f.split}: accuracy {result['accuracy']:.4f}, mean class accuracy "
         f"{result['mean_class_accuracy']:.4f}, ECE {result['ece']:.4f}; wrote {out}")
@@ -129,4 +141,4 @@ if __name__ == "__main__":
                                   "(default: the workdir's config.json).", lock_config=False)
   flags.DEFINE_enum("split", "test", ["train", "test"], "Which split to score.")
   flags.DEFINE_string("out", "", "Output directory (default <checkpoint>/eval_<split>).")
-  app.run(main)
+  cli.run(main)

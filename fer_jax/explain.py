@@ -14,9 +14,9 @@ import pathlib
 import jax
 import jax.numpy as jnp
 import numpy as np
-from absl import app, flags
+from absl import flags
 
-from fer_jax import predict
+from fer_jax import cli, predict
 from fer_jax.data import pipeline
 from fer_jax.methods import eac
 
@@ -24,8 +24,8 @@ from fer_jax.methods import eac
 def class_activation_maps(model, variables, meta, images):
   """(probabilities (N, C), CAMs (N, H, W, C) at the image size) of uint8 images (N, H, W, 3)."""
   if meta.get("neck", "pool") != "pool":
-    raise ValueError(f"a model with neck {meta['neck']!r} has no class activation maps: its "
-                     "classifier does not read the average of the last feature map")
+    raise cli.UsageError(f"a model with neck {meta['neck']!r} has no class activation maps: its "
+                         "classifier does not read the average of the last feature map")
   x = pipeline.to_model_input({"image": jnp.asarray(images)}, meta["mean"], meta["std"])["image"]
   logits, feats = model.apply(variables, x, train=False)
   kernel = variables["params"]["head"]["kernel"]
@@ -64,12 +64,15 @@ def figure(paths, images, probs, maps, class_names, out, classes=0):
 def main(argv):
   f = flags.FLAGS
   if len(argv) < 2:
-    raise app.UsageError("give at least one image file or directory")
+    raise cli.UsageError("give at least one image file or directory")
+  if f.max_images < 1 or f.classes < 0:
+    raise cli.UsageError(f"--max_images={f.max_images} --classes={f.classes}: expected "
+                         "max_images >= 1 and classes >= 0")
   out = pathlib.Path(f.out)
   if out.exists():
-    raise FileExistsError(f"{out} exists; choose another --out")
+    raise cli.UsageError(f"--out={out} exists; choose another --out")
+  paths = predict.list_images(argv[1:])[: f.max_images]  # before the model: cheaper checks first
   model, variables, meta = predict.load_model(f.checkpoint)
-  paths = predict.list_images(argv[1:])[: f.max_images]
   images = np.stack([predict.read_image(p, meta["image_size"]) for p in paths])
   probs, maps = class_activation_maps(model, variables, meta, images)
   figure(paths, images, probs, maps, meta["class_names"], out, f.classes)
@@ -81,4 +84,4 @@ if __name__ == "__main__":
   flags.DEFINE_string("out", "cams.png", "Figure to write (must not exist).")
   flags.DEFINE_integer("classes", 0, "Show only the top-k classes of each image (0: all).")
   flags.DEFINE_integer("max_images", 16, "At most this many images (one row each).")
-  app.run(main)
+  cli.run(main)

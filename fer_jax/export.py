@@ -20,9 +20,9 @@ import pathlib
 
 import jax
 import jax.numpy as jnp
-from absl import app, flags
+from absl import flags
 
-from fer_jax import predict
+from fer_jax import cli, predict
 
 PLATFORMS = ("cpu", "cuda")
 
@@ -36,12 +36,18 @@ def export(model, variables, meta, platforms=PLATFORMS):
   return jax.export.export(jax.jit(probabilities), platforms=platforms)(spec)
 
 
-def write(exported, meta, out):
+def outputs(out):
+  """The model file and its .json sidecar; FileExistsError if either exists."""
   out = pathlib.Path(out)
   sidecar = out.with_name(out.name + ".json")
   for path in (out, sidecar):
     if path.exists():
       raise FileExistsError(f"{path} exists; choose another --out")
+  return out, sidecar
+
+
+def write(exported, meta, out):
+  out, sidecar = outputs(out)
   out.write_bytes(exported.serialize())
   sidecar.write_text(json.dumps({
     "class_names": meta["class_names"], "image_size": meta["image_size"],
@@ -51,8 +57,10 @@ def write(exported, meta, out):
 
 
 def main(argv):
-  del argv
   f = flags.FLAGS
+  if len(argv) > 1:
+    raise cli.UsageError(f"unexpected arguments {argv[1:]}: flags are --name=value")
+  outputs(f.out)  # before the export, which takes a while
   model, variables, meta = predict.load_model(f.checkpoint)
   exported = export(model, variables, meta)
   write(exported, meta, f.out)
@@ -62,4 +70,4 @@ def main(argv):
 if __name__ == "__main__":
   flags.DEFINE_string("checkpoint", None, "Model directory or training workdir.", required=True)
   flags.DEFINE_string("out", "model.jaxexport", "File to write (must not exist).")
-  app.run(main)
+  cli.run(main)

@@ -32,25 +32,55 @@ import subprocess
 import sys
 
 import numpy as np
-from absl import app, flags, logging
+from absl import flags, logging
 
-from fer_jax import results
+from fer_jax import cli, results
 
 
 def load_spec(path_and_arg):
   """The grid spec ConfigDict of `path[:arg]`."""
   path, _, arg = str(path_and_arg).partition(":")
   spec = importlib.util.spec_from_file_location("grid_spec", path)
-  if spec is None or not pathlib.Path(path).exists():
-    raise ValueError(f"--grid {path}: no such grid spec file")
+  if spec is None or not pathlib.Path(path).is_file():
+    raise cli.UsageError(f"--grid {path}: no such grid spec file")
   module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  config = module.get_config(arg or None)
+  try:
+    spec.loader.exec_module(module)
+  except SyntaxError as e:
+    raise cli.UsageError(f"{path}, line {e.lineno}: {e.msg}") from e
+  if not callable(getattr(module, "get_config", None)):
+    raise cli.UsageError(f"{path}: a grid spec defines get_config(arg) (module docstring of "
+                         "fer_jax/grid.py)")
+  try:
+    config = module.get_config(arg or None)
+  except ValueError as e:  # the spec's own check of its argument
+    raise cli.UsageError(f"--grid {path_and_arg}: {e}") from e
   for field in ("data", "methods", "noise", "seeds"):
     if field not in config:
-      raise ValueError(f"{path}: the grid spec has no `{field}` (module docstring of "
-                       "fer_jax/grid.py lists the fields)")
+      raise cli.UsageError(f"{path}: the grid spec has no `{field}` (module docstring of "
+                           "fer_jax/grid.py lists the fields)")
   return config
+
+
+def config_names(directory="configs"):
+  """The run configs under `directory`: files that define get_config."""
+  return [p.stem for p in sorted(pathlib.Path(directory).glob("*.py"))
+          if cli.defines(p, "get_config")]
+
+
+def check_configs(spec):
+  """Raises cli.UsageError, before anything runs, for a grid without runs or naming a method
+  (or pretraining) that has no config file under configs/."""
+  for field in ("methods", "noise", "seeds"):
+    if not len(spec[field]):
+      raise cli.UsageError(f"the grid spec's `{field}` is empty: the grid has no runs")
+  wanted = [("methods", m) for m in spec.methods]
+  if spec.get("pretrain"):
+    wanted.append(("pretrain", spec.pretrain.partition(":")[0]))
+  for field, name in wanted:
+    if not pathlib.Path(f"configs/{name}.py").is_file():
+      raise cli.UsageError(f"grid spec {field}: {name!r} has no config configs/{name}.py; "
+                           + cli.unknown_name_hint(name, config_names()))
 
 
 def noise_args(setting):
@@ -65,8 +95,8 @@ def noise_args(setting):
   except ValueError:
     rate = -1.0
   if not 0 < rate < 1:
-    raise ValueError(f"grid noise setting {setting!r}: expected 'none', '<kind>:<rate in (0, 1)>' "
-                     "or 'file:<path>'")
+    raise cli.UsageError(f"grid noise setting {setting!r}: expected 'none', "
+                         "'<kind>:<rate in (0, 1)>' or 'file:<path>'")
   return f",noise={rate},noise_kind={kind}", f"{kind}{rate:g}"
 
 
@@ -78,6 +108,7 @@ def run_command(config_arg, workdir, overrides):
 
 def plan(spec, root):
   """[(workdir, command)] of every run, the pretraining first."""
+  check_configs(spec)
   root = pathlib.Path(root)
   overrides = dict(spec.get("overrides", ()))
   per_method = dict(spec.get("method_overrides", ()))
@@ -206,12 +237,15 @@ def plot(runs, root):
 
 
 def main(argv):
-  del argv
   f = flags.FLAGS
+  if len(argv) > 1:
+    raise cli.UsageError(f"unexpected arguments {argv[1:]}: flags are --name=value")
+  if f.jobs < 1:
+    raise cli.UsageError(f"--jobs={f.jobs}: expected at least 1")
   spec = load_spec(f.grid)
   root = pathlib.Path(f.root)
+  runs = plan(spec, root)  # every check before the root is made
   root.mkdir(parents=True, exist_ok=True)
-  runs = plan(spec, root)
   if f.dry_run:
     for workdir, cmd in runs:
       state = "done" if (workdir / "summary.json").exists() else "to run"
@@ -231,4 +265,4 @@ if __name__ == "__main__":
   flags.DEFINE_bool("dry_run", False, "Only list the runs and whether each is done.")
   flags.DEFINE_integer("jobs", 1, "Runs at a time (they share the devices; on one big GPU several "
                        "small runs go faster together than one after another).")
-  app.run(main)
+  cli.run(main)

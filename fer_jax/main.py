@@ -7,8 +7,12 @@ r"""Command line: train and evaluate one config.
 Re-running the same command in the same workdir resumes from the latest checkpoint.
 """
 
-from absl import app, flags, logging
+import pathlib
+
+from absl import flags, logging
 from ml_collections import config_flags
+
+from fer_jax import cli
 
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and results.")
 flags.DEFINE_bool("distributed", False,
@@ -38,8 +42,33 @@ class _QuietLibraries:
     return True
 
 
+def check_config(config):
+  """Raises cli.UsageError for config values that would otherwise fail only after the dataset
+  is loaded (minutes for a first preparation) or as a bare import error."""
+  cli.check_method(config.method)
+  cli.check_dataset(config.dataset.name)
+  from fer_jax import noise  # noqa: PLC0415 (after the flags: it imports TFDS)
+
+  noise.check_config(config.noise)
+  if config.init_from:
+    from fer_jax.models import weights  # noqa: PLC0415
+
+    missing = [n for n in (weights.META, weights.VARIABLES)
+               if not (pathlib.Path(config.init_from).expanduser() / n).is_file()]
+    if missing:
+      raise cli.UsageError(f"config.init_from={config.init_from}: no {' or '.join(missing)}; "
+                           "expected a model directory (`python -m fer_jax.convert` output or "
+                           "a run's <workdir>/model)")
+  landmarks = config.dataset.get("train_landmarks")
+  if landmarks and not pathlib.Path(landmarks).expanduser().is_file():
+    raise cli.UsageError(f"config.dataset.train_landmarks={landmarks}: no such file")
+
+
 def main(argv):
-  del argv
+  if len(argv) > 1:
+    raise cli.UsageError(f"unexpected arguments {argv[1:]}: flags are --name=value (a boolean "
+                         "config field is --config.<field>=False)")
+  check_config(flags.FLAGS.config)
   logging.get_absl_handler().addFilter(_QuietLibraries())
   import jax
 
@@ -54,4 +83,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

@@ -27,8 +27,9 @@ import random
 
 import ml_collections
 import numpy as np
-from absl import app, flags
+from absl import flags
 
+from fer_jax import cli
 from fer_jax.data import classes, prepared, sources
 
 KINDS = ("none", "symmetric", "asymmetric_lanet", "asymmetric_ncct", "file")
@@ -55,7 +56,7 @@ def partner_map(kind, class_names):
 def corrupt(labels, class_names, kind, rate, seed):
   """Noisy copy of `labels` (ints in 0..C-1) under `kind` in {symmetric, asymmetric_*}."""
   if not 0.0 <= rate <= 1.0:
-    raise ValueError(f"noise rate {rate}: expected a probability in [0, 1]")
+    raise cli.UsageError(f"noise rate {rate}: expected a probability in [0, 1]")
   num_classes = len(class_names)
   partner = partner_map(kind, class_names) if kind != "symmetric" else None
   draw = random.Random(seed)
@@ -170,14 +171,25 @@ def _parse_label(text, dataset, where):
 
 
 # --- applying a config ---------------------------------------------------------------------
-def noisy_labels(dataset, config):
-  """The training labels `config` (kind, rate, seed, file) asks for, and its report."""
-  if config.kind not in KINDS:
-    raise ValueError(f"config.noise.kind={config.kind!r}: expected one of {KINDS}")
-  clean = dataset.train.labels
+def check_config(config):
+  """Raises cli.UsageError unless `config` (config.noise: kind, rate, file) is usable; reads
+  no data, so runs can check it before loading a dataset."""
+  cli.check_name(config.kind, KINDS, "config.noise.kind")
   if config.kind == "file":
     if not config.file:
-      raise ValueError("config.noise.kind='file' needs config.noise.file")
+      raise cli.UsageError("config.noise.kind='file' needs config.noise.file (a noisy label "
+                           "file in the dataset's format)")
+    if not pathlib.Path(config.file).expanduser().is_file():
+      raise cli.UsageError(f"config.noise.file={config.file}: no such file")
+  elif config.kind != "none" and not 0.0 <= config.rate <= 1.0:
+    raise cli.UsageError(f"config.noise.rate={config.rate}: expected a probability in [0, 1]")
+
+
+def noisy_labels(dataset, config):
+  """The training labels `config` (kind, rate, seed, file) asks for, and its report."""
+  check_config(config)
+  clean = dataset.train.labels
+  if config.kind == "file":
     noisy = read_label_file(pathlib.Path(config.file).expanduser(), dataset)
     settings = {"kind": "file", "file": str(config.file)}
   else:
@@ -206,8 +218,8 @@ def apply(dataset, config, out_dir=None):
     if saved.exists():
       before = np.load(saved)["noisy"]
       if not np.array_equal(before, noisy):
-        raise ValueError(f"{saved} holds other noisy labels than config.noise gives now "
-                         f"({int((before != noisy).sum())} differ); use a new --workdir")
+        raise cli.UsageError(f"{saved} holds other noisy labels than config.noise gives now "
+                             f"({int((before != noisy).sum())} differ); use a new --workdir")
     else:
       out_dir.mkdir(parents=True, exist_ok=True)
       suffix = ".csv" if dataset.label_format == "class_name" else ".txt"
@@ -219,23 +231,36 @@ def apply(dataset, config, out_dir=None):
 
 
 def main(argv):
-  del argv
   f = flags.FLAGS
+  if len(argv) > 1:
+    raise cli.UsageError(f"unexpected arguments {argv[1:]}: flags are --name=value")
   if f.kind in ("none", "file"):
-    raise app.UsageError(f"--kind={f.kind}: expected a synthetic kind, one of {KINDS[1:4]}")
-  fields = dict(item.split("=", 1) for item in f.dataset_field)
+    raise cli.UsageError(f"--kind={f.kind}: expected a synthetic kind, one of {KINDS[1:4]}")
+  cli.check_dataset(f.dataset, "--dataset")
   dataset_config = sources.default_config(f.dataset, data_dir=f.data_dir)
-  for key, value in fields.items():
+  for item in f.dataset_field:
+    key, sep, value = item.partition("=")
+    if not sep:
+      raise cli.UsageError(f"--dataset_field {item}: expected key=value")
     if key not in dataset_config:
-      raise app.UsageError(f"--dataset_field {key}: {f.dataset} has {sorted(dataset_config)}")
-    dataset_config[key] = type(dataset_config[key])(value)
+      raise cli.UsageError(f"--dataset_field {item}: {f.dataset} has no field {key!r}; "
+                           + cli.unknown_name_hint(key, sorted(dataset_config), "its fields are"))
+    kind = type(dataset_config[key])
+    try:
+      dataset_config[key] = (value.lower() in ("1", "true", "yes") if kind is bool
+                             else kind(value))
+    except ValueError as e:
+      what = {int: "an integer", float: "a number"}.get(kind, f"a {kind.__name__}")
+      raise cli.UsageError(f"--dataset_field {item}: expected {what}") from e
+  if not 0.0 <= f.rate <= 1.0:  # before the dataset, which may take minutes to prepare
+    raise cli.UsageError(f"--rate={f.rate}: expected a probability in [0, 1]")
+  config = ml_collections.ConfigDict(dict(kind=f.kind, rate=f.rate, seed=f.seed, file=""))
   out = pathlib.Path(f.out)
   report_path = out.with_name(out.name + ".report.json")
   for path in (out, report_path):
     if path.exists():
-      raise app.UsageError(f"{path} exists; not overwritten")
+      raise cli.UsageError(f"{path} exists; not overwritten")
   dataset = sources.load(dataset_config)
-  config = ml_collections.ConfigDict(dict(kind=f.kind, rate=f.rate, seed=f.seed, file=""))
   noisy, summary = noisy_labels(dataset, config)
   write_label_file(out, dataset.train.names, noisy, dataset)
   report_path.write_text(json.dumps(summary, indent=2) + "\n")
@@ -252,4 +277,4 @@ if __name__ == "__main__":
   flags.DEFINE_string("out", None, "label file to write (never overwritten)", required=True)
   flags.DEFINE_multi_string("dataset_field", [], "other config.dataset fields, key=value "
                             "(e.g. num_classes=8)")
-  app.run(main)
+  cli.run(main)

@@ -11,12 +11,14 @@ column per class in the model's class order, and the predicted class.
 
 import csv
 import pathlib
+import zipfile
 
 import jax
 import numpy as np
-from absl import app, flags
+from absl import flags
 from PIL import Image
 
+from fer_jax import cli
 from fer_jax.data import pipeline
 from fer_jax.models import resnet, weights
 
@@ -28,17 +30,32 @@ def load_model(directory):
   directory = pathlib.Path(directory)
   if not (directory / weights.META).exists() and (directory / "model" / weights.META).exists():
     directory = directory / "model"
-  variables, meta = weights.load(directory)
+  try:
+    variables, meta = weights.load(directory)
+  except (ValueError, EOFError, zipfile.BadZipFile) as e:  # np.load and json of its files
+    raise cli.UsageError(f"{directory}: unreadable model files ({type(e).__name__}: {e}); "
+                         "expected a model directory written by training or `convert`") from e
+  missing = [k for k in ("arch", "num_classes", "width", "class_names", "image_size", "mean",
+                         "std") if k not in meta]
+  if missing:
+    raise cli.UsageError(f"{directory / weights.META}: no {', '.join(missing)}; expected the "
+                         "model.json of training or `python -m fer_jax.convert`")
   if not meta.get("has_head", True):
-    raise ValueError(f"{directory}: this model has no classifier head (a converted backbone); "
-                     "train it first (config.init_from) to predict expressions")
+    raise cli.UsageError(f"{directory}: this model has no classifier head (a converted backbone); "
+                         "train it first (config.init_from) to predict expressions")
   model = resnet.Classifier(meta["arch"], meta["num_classes"], meta["width"],
                             neck=meta.get("neck", "pool"))
   return model, variables, meta
 
 
 def list_images(paths):
-  """Expands directories (recursively, sorted) into image files; files are kept as given."""
+  """Expands directories (recursively, sorted) into image files; files are kept as given.
+
+  Raises:
+    FileNotFoundError: naming a path that does not exist.
+    cli.UsageError: when there is no image at all (an empty result would write an empty
+      table, or nothing, and look like success).
+  """
   out = []
   for p in map(pathlib.Path, paths):
     if p.is_dir():
@@ -47,6 +64,9 @@ def list_images(paths):
       out.append(p)
     else:
       raise FileNotFoundError(f"{p}: no such image file or directory")
+  if not out:
+    raise cli.UsageError(f"no images in {', '.join(map(str, paths))}: expected image files "
+                         f"({', '.join(IMAGE_SUFFIXES)}) or directories holding them")
   return out
 
 
@@ -56,7 +76,8 @@ def read_image(path, size):
     with Image.open(path) as img:
       return np.asarray(img.convert("RGB").resize((size, size), Image.Resampling.BILINEAR))
   except (OSError, ValueError) as e:
-    raise ValueError(f"{path}: unreadable image ({e}); expected a JPEG/PNG/BMP/WebP file") from e
+    raise cli.UsageError(f"{path}: unreadable image ({e}); expected a JPEG/PNG/BMP/WebP "
+                         "file") from e
 
 
 def probability_fn(model, variables, meta):
@@ -94,11 +115,11 @@ def write_csv(path, image_paths, probabilities, class_names):
 def main(argv):
   f = flags.FLAGS
   if len(argv) < 2:
-    raise app.UsageError("give at least one image file or directory")
+    raise cli.UsageError("give at least one image file or directory")
   if pathlib.Path(f.output).exists():
-    raise FileExistsError(f"{f.output} exists; choose another --output")
+    raise cli.UsageError(f"--output={f.output} exists; choose another --output")
+  paths = list_images(argv[1:])  # before the model: the cheaper checks first
   model, variables, meta = load_model(f.checkpoint)
-  paths = list_images(argv[1:])
   probabilities = predict(model, variables, meta, paths, f.batch_size)
   write_csv(f.output, paths, probabilities, meta["class_names"])
   print(f"wrote {len(paths)} predictions to {f.output}")
@@ -109,4 +130,4 @@ if __name__ == "__main__":
   flags.DEFINE_string("output", "predictions.csv", "CSV to write (must not exist).")
   flags.DEFINE_integer("batch_size", 64, "Images per forward pass.")
   flags.mark_flags_as_required(["checkpoint"])
-  app.run(main)
+  cli.run(main)

@@ -14,25 +14,46 @@ import pathlib
 import sys
 
 import numpy as np
-from absl import app, flags
+from absl import flags
+
+from fer_jax import cli
 
 METRICS = (("final_accuracy", "final"), ("best_accuracy", "best"),
            ("mean_last5_accuracy", "mean of last 5"))
 
 
 def load_runs(dirs):
+  """[(group key, seed, summary)] of the finished runs among `dirs`; others are skipped with
+  a note. A finished run whose config.json or summary.json is unreadable is a
+  cli.UsageError naming the file."""
   runs = []
   for d in map(pathlib.Path, dirs):
     if not (d / "summary.json").exists():
       print(f"skipping {d}: no summary.json (unfinished?)", file=sys.stderr)
       continue
-    config = json.loads((d / "config.json").read_text())
-    summary = json.loads((d / "summary.json").read_text())
-    noise = config["noise"]
-    key = (config["method"], config["dataset"]["name"], noise["kind"],
-           noise["rate"] if noise["kind"] not in ("none", "file") else noise["file"])
-    runs.append((key, config["seed"], summary))
+    config, summary = _read_json(d / "config.json"), _read_json(d / "summary.json")
+    try:
+      noise = config["noise"]
+      key = (config["method"], config["dataset"]["name"], noise["kind"],
+             noise["rate"] if noise["kind"] not in ("none", "file") else noise["file"])
+      seed = config["seed"]
+      for field, _ in METRICS:
+        summary[field]  # checked here, where the file is known
+    except (KeyError, TypeError) as e:
+      raise cli.UsageError(f"{d}: config.json or summary.json lacks {e}; not a run directory "
+                           "written by `python -m fer_jax.main`") from e
+    runs.append((key, seed, summary))
   return runs
+
+
+def _read_json(path):
+  if not path.is_file():
+    raise cli.UsageError(f"{path}: no such file (a finished run has config.json and "
+                         "summary.json)")
+  try:
+    return json.loads(path.read_text())
+  except ValueError as e:  # json.JSONDecodeError, UnicodeDecodeError
+    raise cli.UsageError(f"{path}: not valid JSON ({e})") from e
 
 
 def groups(runs):
@@ -61,13 +82,25 @@ def table(runs):
 
 
 def main(argv):
-  text = table(load_runs(argv[1:]))
+  out = flags.FLAGS.out
+  if len(argv) < 2:
+    raise cli.UsageError("give at least one run directory")
+  if out and pathlib.Path(out).exists():
+    raise cli.UsageError(f"--out={out} exists; choose another --out (never overwritten)")
+  missing = [d for d in argv[1:] if not pathlib.Path(d).is_dir()]
+  if missing:
+    raise cli.UsageError(f"no such run directory: {', '.join(missing)}")
+  runs = load_runs(argv[1:])
+  if not runs:
+    raise cli.UsageError(f"no finished run in {', '.join(argv[1:])}: expected run directories "
+                         "holding config.json and summary.json")
+  text = table(runs)
   print(text, end="")
-  if flags.FLAGS.out:
-    with open(flags.FLAGS.out, "x") as f:
+  if out:
+    with open(out, "x") as f:
       f.write(text)
 
 
 if __name__ == "__main__":
   flags.DEFINE_string("out", "", "Also write the table to this file (never overwritten).")
-  app.run(main)
+  cli.run(main)

@@ -19,6 +19,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from fer_jax import cli
+
 
 class RefusedError(ValueError):
   """The pickle names a global outside the allow-list; the message names the file and it."""
@@ -180,8 +182,8 @@ def load(file, source, persistent_load=None, encoding="ASCII"):
 
   Raises:
     RefusedError: the pickle names any other global (nothing of it has run).
-    ValueError: naming `source`, for anything else that is not a well-formed pickle of
-      tensors, arrays and containers.
+    cli.UsageError (a ValueError): naming `source`, for anything else that is not a
+      well-formed pickle of tensors, arrays and containers.
   """
   try:
     return Unpickler(file, source, persistent_load, encoding).load()
@@ -189,5 +191,5 @@ def load(file, source, persistent_load=None, encoding="ASCII"):
     raise
   except (pickle.UnpicklingError, ValueError, TypeError, KeyError, IndexError, AttributeError,
           EOFError, OverflowError) as e:
-    raise ValueError(f"{source}: not a pickle of tensors, arrays and containers "
-                     f"({type(e).__name__}: {e})") from e
+    raise cli.UsageError(f"{source}: not a pickle of tensors, arrays and containers "
+                         f"({type(e).__name__}: {e})") from e
