@@ -54,7 +54,9 @@ def base_config(method, data="synthetic", noise=0.0, noise_kind="symmetric", noi
   # Whether init_from's classifier head is loaded (matched to the run's classes by name).
   # False: a fresh head, as every paper starts (its pretrained face network's fc is dropped).
   c.init_head = True
-  c.dtype = "float32"  # "bfloat16": mixed precision, params and optimiser state stay float32
+  # auto: bfloat16 compute on GPU/TPU, float32 on CPU | float32 | bfloat16. Parameters,
+  # optimiser state and BatchNorm statistics are float32 in every case.
+  c.dtype = "auto"
   c.num_epochs = 60
   c.batch_size = 32  # global, over all devices and hosts
   c.eval_batch_size = 64
@@ -89,7 +91,13 @@ def base_config(method, data="synthetic", noise=0.0, noise_kind="symmetric", noi
   c.input = mlc.ConfigDict(
     dict(
       image_size=224,
+      # Augmentation, run inside the jitted step on the devices (fer_jax/data/device_ops.py):
       train_ops="",  # filled by the method config
+      # Where the decoded splits live (fer_jax/data/feed.py): device (decoded once into device
+      # memory, batches gathered there) | host (grain decodes every batch) | auto (device when
+      # the decoded splits take at most `device_budget` of one device's memory).
+      placement="auto",
+      device_budget=0.25,
       num_threads=8,
       num_workers=-1,  # worker processes; -1: none on CPU, half the cores with an accelerator
       # shuffle: each epoch a permutation | balanced: each epoch len(train) draws with

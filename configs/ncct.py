@@ -44,6 +44,7 @@ def get_config(arg=None):
     warmup_epochs=3 if affectnet else 4,
     threshold="batch_mean" if arg.variant == "pcc_only" else "clamped_batch_mean",
     mask="k_smallest",
+    mask_ties="exactly_k",  # | official: the code's <= cut, more than k classes on exact ties
     target_gradient="weak",
     ce_reduction="sum",
     negative=VARIANTS[arg.variant],

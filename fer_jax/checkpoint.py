@@ -6,14 +6,22 @@ Each checkpoint holds three items:
   data   every process's grain iterator state (JSON, gathered to the process that writes it),
          so a resumed run sees the same next batches on every host;
   meta   the per-epoch evaluation history (JSON), so best / mean-of-last-5 survive restarts.
+
+A step that cannot be read back (a node lost mid-save, a damaged file) is not fatal when an
+earlier step reads: the run resumes from the newest intact step, and the damaged ones are
+moved to `<workdir>/checkpoints_unreadable/` (never deleted) with the reason in the log.
 """
 
 import json
+import logging
+import pathlib
 
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
 from jax.experimental import multihost_utils
+
+from fer_jax import cli
 
 
 def _gather_json(value):
@@ -26,6 +34,10 @@ def _gather_json(value):
   padded[: len(data)] = data
   rows = multihost_utils.process_allgather(padded).reshape(len(lengths), -1)
   return [json.loads(row[:n].tobytes()) for row, n in zip(rows, lengths)]
+
+
+class CheckpointError(cli.UsageError):
+  """No checkpoint of a workdir can be read."""
 
 
 class Checkpointer:
@@ -53,28 +65,57 @@ class Checkpointer:
     )
 
   def restore(self, state, rng):
-    """Restores the latest checkpoint shaped and sharded like `state` and `rng`.
+    """Restores the newest readable checkpoint shaped and sharded like `state` and `rng`.
+
+    Newer steps that fail to read while an older one reads are set aside (module docstring).
+    When no step reads, nothing is moved and the newest step's error is raised.
 
     Returns:
       (state, rng, data_state, meta), or None when there is no checkpoint.
     """
-    step = self._manager.latest_step()
-    if step is None:
-      return None
     target = jax.tree.map(ocp.utils.to_shape_dtype_struct, {"state": state, "rng": rng})
-    restored = self._manager.restore(
-      step,
-      args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(target), data=ocp.args.JsonRestore(),
-        meta=ocp.args.JsonRestore(),
-      ),
-    )
+    args = ocp.args.Composite(state=ocp.args.StandardRestore(target),
+                              data=ocp.args.JsonRestore(), meta=ocp.args.JsonRestore())
+    failed = []
+    for step in sorted(self._manager.all_steps(), reverse=True):
+      try:
+        restored = self._manager.restore(step, args=args)
+        break
+      except Exception as e:  # noqa: BLE001 (any read failure: try the step before)
+        failed.append((step, e))
+    else:
+      if failed:
+        step, error = failed[0]
+        raise CheckpointError(f"{self._manager.directory}: no checkpoint can be read; step "
+                              f"{step}: {type(error).__name__}: {str(error)[:300]}") from error
+      return None
+    self._set_aside(failed, step)
     per_process = restored.data["per_process"]
     if len(per_process) != jax.process_count():
-      raise ValueError(f"checkpoint {step} in {self._manager.directory} was written by "
+      raise cli.UsageError(f"checkpoint {step} in {self._manager.directory} was written by "
                        f"{len(per_process)} processes; this run has {jax.process_count()}")
     return (restored.state["state"], restored.state["rng"], per_process[jax.process_index()],
             restored.meta)
+
+  def _set_aside(self, failed, restored_step):
+    if not failed:
+      return
+    directory = pathlib.Path(self._manager.directory)
+    aside = directory.parent / f"{directory.name}_unreadable"
+    for step, error in failed:
+      logging.warning("Checkpoint step %d in %s cannot be read (%s: %s); resuming from step %d "
+                      "and moving it to %s", step, directory, type(error).__name__,
+                      str(error)[:200], restored_step, aside)
+    if jax.process_index() == 0:
+      aside.mkdir(exist_ok=True)
+      for step, _ in failed:
+        target = aside / str(step)
+        while target.exists():  # an earlier set-aside copy of the same step stays too
+          target = target.with_name(target.name + "_")
+        (directory / str(step)).rename(target)
+    if jax.process_count() > 1:
+      multihost_utils.sync_global_devices("fer_jax: unreadable checkpoints set aside")
+    self._manager.reload()
 
   def close(self):
     self._manager.wait_until_finished()

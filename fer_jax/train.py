@@ -22,19 +22,26 @@ from jax.experimental import multihost_utils
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from fer_jax import checkpoint, noise, optim, writers
-from fer_jax.data import pipeline, sources
-from fer_jax.models import weights
+from fer_jax import checkpoint, cli, noise, optim, writers
+from fer_jax.data import device_ops, feed, pipeline, sources
+from fer_jax.models import resnet, weights
 from fer_jax.state import TrainState
+
+
+class Interrupted(KeyboardInterrupt):
+  """Ctrl-C during training; the message says where the run stopped and what it kept."""
+
 
 # Fields that may change when a run resumes; any other change needs a new workdir.
 _RESUMABLE_CHANGES = (
   "num_epochs", "progress_bar", "log_every_steps", "checkpoint_every_steps", "keep_checkpoints",
-  "input.num_threads", "input.num_workers",
+  "input.num_threads", "input.num_workers", "input.placement", "input.device_budget",
 )
 
 
 def get_method(config):
+  """The module of `config.method`: one of fer_jax/methods that defines a loss_fn."""
+  cli.check_name(config.method, cli.module_names("fer_jax.methods", "loss_fn"), "config.method")
   return importlib.import_module(f"fer_jax.methods.{config.method}")
 
 
@@ -45,10 +52,17 @@ def create_mesh(devices=None):
                            axis_types=(jax.sharding.AxisType.Auto,))
 
 
-def train_step(state, batch, rng, *, model, tx, method, config, lr_fn):
-  """One optimisation step: `(state, batch, rng) -> (state, metrics)`, pure."""
+def train_step(state, batch, rng, *, model, tx, method, config, lr_fn, augment=None):
+  """One optimisation step: `(state, batch, rng) -> (state, metrics)`, pure.
+
+  `augment` (a device_ops pipeline) turns the batch's raw uint8 images into the augmented
+  views, with keys drawn from the step's rng; None takes the images as they are.
+  """
   rng = jax.random.fold_in(rng, state.step)
-  batch = pipeline.to_model_input(batch, dtype=jnp.dtype(config.dtype))
+  if augment is not None:
+    augment_rng, rng = jax.random.split(rng)
+    batch = augment(batch, augment_rng)
+  batch = pipeline.to_model_input(batch, dtype=jnp.dtype(resnet.compute_dtype(config.dtype)))
   grad_fn = jax.value_and_grad(method.loss_fn, has_aux=True)
   (loss, aux), grads = grad_fn(state.params, state, batch, rng, model=model, config=config)
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
@@ -72,8 +86,11 @@ def train_step(state, batch, rng, *, model, tx, method, config, lr_fn):
   return new_state, metrics
 
 
-def eval_step(state, batch, *, model, num_classes, dtype):
-  """Confusion-matrix counts and summed CE of the real (unmasked) examples of a batch."""
+def eval_step(state, batch, *, model, num_classes, dtype, preprocess=None):
+  """Confusion-matrix counts and summed CE of the real (unmasked) examples of a batch, after
+  `preprocess` (the device_ops eval pipeline, deterministic) if given."""
+  if preprocess is not None:
+    batch = preprocess(batch, jax.random.key(0))
   x = pipeline.to_model_input(batch, dtype=dtype)["image"]
   logits, _ = model.apply(state.variables(), x, train=False)
   mask = batch["_mask"].astype(jnp.int32)
@@ -83,13 +100,14 @@ def eval_step(state, batch, *, model, num_classes, dtype):
   return confusion, jnp.sum(ce * mask)
 
 
-def evaluate(eval_fn, state, source, config, sharding):
-  """Returns (confusion matrix, mean CE) over every example of `source`."""
+def evaluate(eval_fn, state, inputs, config):
+  """Returns (confusion matrix, mean CE) over every example of the test split of `inputs`
+  (a feed.Feed)."""
   confusion, loss_sum = 0, 0.0
-  for batch in pipeline.eval_batches(source, config.input.eval_ops, config.eval_batch_size):
-    c, loss = eval_fn(state, pipeline.to_device(batch, sharding))
+  for batch in inputs.eval_batches(config.eval_batch_size):
+    c, loss = eval_fn(state, batch)
     confusion, loss_sum = confusion + c, loss_sum + loss
-  return np.asarray(jax.device_get(confusion)), float(loss_sum) / len(source)
+  return np.asarray(jax.device_get(confusion)), float(loss_sum) / len(inputs.dataset.test)
 
 
 def create_state(config, model, tx, method, num_train, rng, replicated, class_names=None):
@@ -100,7 +118,7 @@ def create_state(config, model, tx, method, num_train, rng, replicated, class_na
   """
   init_rng, extra_rng = jax.random.split(rng)
   size = config.input.image_size
-  dummy = jnp.zeros((1, size, size, 3), jnp.dtype(config.dtype))
+  dummy = jnp.zeros((1, size, size, 3), jnp.dtype(resnet.compute_dtype(config.dtype)))
   # The classic Threefry: XLA compiles a ResNet-18 init with it in a quarter of the time that
   # the partitionable one takes (3.7 s vs 14.8 s on CPU). Init runs once and unsharded, so
   # the partitionable layout buys nothing here.
@@ -128,7 +146,7 @@ def create_state(config, model, tx, method, num_train, rng, replicated, class_na
 
 
 def _check_config(workdir, config):
-  """Writes config.json; on resume, refuses a changed config (it would silently mix runs)."""
+  """On resume, refuses a changed config (it would silently mix runs); writes nothing."""
   path = pathlib.Path(workdir) / "config.json"
   new = json.loads(config.to_json_best_effort())
   if path.exists():
@@ -137,13 +155,17 @@ def _check_config(workdir, config):
     changed = sorted(k for k in set(old) | set(now)
                      if old.get(k) != now.get(k) and k not in _RESUMABLE_CHANGES)
     if changed:
-      raise ValueError(
+      raise cli.UsageError(
         f"{path}: this workdir holds a run with a different config (fields {changed}); "
         "use a new --workdir, or the same config to resume"
       )
+
+
+def _write_config(workdir, config):
+  path = pathlib.Path(workdir) / "config.json"
   if jax.process_index() == 0:
     tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(new, indent=2) + "\n")
+    tmp.write_text(json.dumps(json.loads(config.to_json_best_effort()), indent=2) + "\n")
     tmp.replace(path)  # atomic: other hosts reading it never see half a file
 
 
@@ -157,10 +179,11 @@ def _load_dataset(dataset_config):
   return dataset if jax.process_index() == 0 else sources.load(dataset_config)
 
 
-def train_input(config, source, batch_size, steps_per_epoch):
-  """The config's train stream of `source` in batches of `batch_size` (this process's share)."""
+def train_input(config, inputs, batch_size, steps_per_epoch):
+  """The train stream of `inputs` (a feed.Feed) in batches of `batch_size` (this process's
+  share): raw images on the host path, only the per-example fields on the device path."""
   return pipeline.train_dataset(
-    source, config.input.train_ops, batch_size=batch_size, seed=config.seed,
+    inputs.train_source, inputs.host_ops, batch_size=batch_size, seed=config.seed,
     num_threads=config.input.num_threads, num_workers=config.input.num_workers,
     sampler=config.input.sampler, num_epochs=config.num_epochs,
     num_classes=config.model.num_classes, steps_per_epoch=steps_per_epoch)
@@ -170,25 +193,29 @@ def train_and_evaluate(config, workdir):
   """Trains `config` in `workdir`, resuming from its latest checkpoint if there is one.
 
   Writes to workdir: config.json, checkpoints/, metrics.jsonl, tensorboard/, and at the end
-  summary.json, confusion_matrix.png and model/ (the exported model for predict).
+  summary.json, confusion_matrix.png and model/ (the exported model for predict). Nothing is
+  written before the config, dataset, noise, devices, batch sizes and initial weights have
+  been checked, so a run refused for a mistake can be rerun as it is once the mistake is fixed.
 
   Returns:
     The summary dict (also written to summary.json).
   """
   workdir = pathlib.Path(workdir)
-  workdir.mkdir(parents=True, exist_ok=True)
   _check_config(workdir, config)
+  logging.info("Compute dtype %s (parameters, optimiser state and BatchNorm statistics "
+               "float32)", resnet.compute_dtype(config.dtype))
   n_dev, n_proc = jax.device_count(), jax.process_count()
   if config.batch_size % n_dev or config.eval_batch_size % n_dev:
-    raise ValueError(
+    raise cli.UsageError(
       f"config.batch_size={config.batch_size} and config.eval_batch_size="
       f"{config.eval_batch_size} must be multiples of the device count {n_dev}"
     )
-  dataset = _load_dataset(config.dataset)
+  method = get_method(config)
+  given = _load_dataset(config.dataset)
   # Noise is drawn, and noisy label files are read and written, in the dataset's own class
-  # order, so every method of a comparison trains on the same noisy labels.
-  dataset, noise_report = noise.apply(
-    dataset, config.noise, workdir / "noise" if jax.process_index() == 0 else None)
+  # order, so every method of a comparison trains on the same noisy labels. (The files are
+  # written once every check has passed, below.)
+  dataset, noise_report = noise.apply(given, config.noise)
   dataset = sources.in_class_order(dataset, config.dataset)
   for split in ("train", "test"):
     counts = dataset.class_counts(split)
@@ -201,12 +228,11 @@ def train_and_evaluate(config, workdir):
                  noise_report["kind"], noise_report["flipped"], noise_report["num_train"],
                  100 * noise_report["realised_rate"], workdir / "noise" / "report.json")
   if len(dataset.class_names) != config.model.num_classes:
-    raise ValueError(f"config.model.num_classes={config.model.num_classes} but dataset "
+    raise cli.UsageError(f"config.model.num_classes={config.model.num_classes} but dataset "
                      f"{dataset.name!r} has {len(dataset.class_names)} classes")
 
   mesh = create_mesh()
   replicated, data_sharding = NamedSharding(mesh, P()), NamedSharding(mesh, P("data"))
-  method = get_method(config)
   model = method.build_model(config)
   num_train = len(dataset.train)
   steps_per_epoch = optim.epoch_steps(config, num_train)
@@ -219,8 +245,15 @@ def train_and_evaluate(config, workdir):
                        dataset.class_names)
   parameter_overview.log_parameter_overview(jax.device_get(state.params))
 
-  train_iter = iter(train_input(config, dataset.train, config.batch_size // n_proc,
-                                steps_per_epoch))
+  inputs = feed.Feed(dataset, config.input, data_sharding,
+                     progress=config.progress_bar and jax.process_index() == 0)
+  logging.info(feed.describe(inputs))
+  train_iter = iter(train_input(config, inputs, config.batch_size // n_proc, steps_per_epoch))
+
+  # Every check passed: from here on the workdir is written.
+  workdir.mkdir(parents=True, exist_ok=True)
+  _write_config(workdir, config)
+  noise.apply(given, config.noise, workdir / "noise" if jax.process_index() == 0 else None)
   ckpt = checkpoint.Checkpointer((workdir / "checkpoints").absolute(), config.keep_checkpoints)
   meta = {"history": [], "confusion": None}
   restored = ckpt.restore(state, rng)
@@ -228,51 +261,63 @@ def train_and_evaluate(config, workdir):
     state, rng, data_state, meta = restored
     train_iter.set_state(data_state)
     logging.info("Resumed from %s at step %d", workdir / "checkpoints", int(state.step))
-  train_iter = pipeline.Prefetch(train_iter, data_sharding)
+  train_iter = pipeline.Prefetch(train_iter, inputs.put)
 
   p_train_step = jax.jit(
     functools.partial(train_step, model=model, tx=tx, method=method, config=config,
-                      lr_fn=lr_fns["default"]),
+                      lr_fn=lr_fns["default"], augment=device_ops.parse(config.input.train_ops)),
     donate_argnums=0, out_shardings=(replicated, replicated),
   )
   p_eval_step = jax.jit(functools.partial(eval_step, model=model,
                                           num_classes=config.model.num_classes,
-                                          dtype=jnp.dtype(config.dtype)))
-  writer = writers.MetricWriter(workdir)
+                                          dtype=jnp.dtype(resnet.compute_dtype(config.dtype)),
+                                          preprocess=device_ops.parse(config.input.eval_ops)))
   step = int(state.step)
+  writer = writers.MetricWriter(workdir, resume_step=step)
   pending, postfix = [], {}
   bar = tqdm.tqdm(total=total_steps, initial=step, unit="step", dynamic_ncols=True,
                   disable=not config.progress_bar or jax.process_index() != 0)
-  while step < total_steps:
-    state, metrics = p_train_step(state, next(train_iter), rng)
-    pending.append(metrics)
-    step += 1
-    bar.update()
-    epoch_end = step % steps_per_epoch == 0
-    if step % config.log_every_steps == 0 or epoch_end:
-      means = {f"train_{k}": np.mean(v) for k, v in jax.device_get(
-        jax.tree.map(lambda *xs: jnp.stack(xs), *pending)).items()}
-      pending = []
-      if not np.isfinite(means["train_loss"]):
-        raise FloatingPointError(f"non-finite training loss at step {step}: {means}")
-      writer.write_scalars(step, means)
-      postfix["loss"] = f"{means['train_loss']:.3f}"
-      bar.set_postfix(postfix)
-    if epoch_end:
-      confusion, eval_loss = evaluate(p_eval_step, state, dataset.test, config, data_sharding)
-      report = writers.classification_report(confusion)
-      epoch = step // steps_per_epoch
-      meta["history"].append({"epoch": epoch, "step": step, "accuracy": report["accuracy"],
-                              "mean_class_accuracy": report["mean_class_accuracy"],
-                              "loss": eval_loss})
-      meta["confusion"] = confusion.tolist()
-      writer.write_scalars(step, {"epoch": epoch, "eval_accuracy": report["accuracy"],
-                                  "eval_mean_class_accuracy": report["mean_class_accuracy"],
-                                  "eval_loss": eval_loss})
-      postfix["eval_acc"] = f"{report['accuracy']:.4f}"
-      bar.set_postfix(postfix)
-    if epoch_end or step % config.checkpoint_every_steps == 0:
-      ckpt.save(step, state, rng, train_iter.get_state(), meta)
+  try:
+    while step < total_steps:
+      state, metrics = p_train_step(state, next(train_iter), rng)
+      pending.append(metrics)
+      step += 1
+      bar.update()
+      epoch_end = step % steps_per_epoch == 0
+      if step % config.log_every_steps == 0 or epoch_end:
+        means = {f"train_{k}": np.mean(v) for k, v in jax.device_get(
+          jax.tree.map(lambda *xs: jnp.stack(xs), *pending)).items()}
+        pending = []
+        if not np.isfinite(means["train_loss"]):
+          raise FloatingPointError(f"non-finite training loss at step {step}: {means}")
+        writer.write_scalars(step, means)
+        postfix["loss"] = f"{means['train_loss']:.3f}"
+        bar.set_postfix(postfix)
+      if epoch_end:
+        confusion, eval_loss = evaluate(p_eval_step, state, inputs, config)
+        report = writers.classification_report(confusion)
+        epoch = step // steps_per_epoch
+        meta["history"].append({"epoch": epoch, "step": step, "accuracy": report["accuracy"],
+                                "mean_class_accuracy": report["mean_class_accuracy"],
+                                "loss": eval_loss})
+        meta["confusion"] = confusion.tolist()
+        writer.write_scalars(step, {"epoch": epoch, "eval_accuracy": report["accuracy"],
+                                    "eval_mean_class_accuracy": report["mean_class_accuracy"],
+                                    "eval_loss": eval_loss})
+        postfix["eval_acc"] = f"{report['accuracy']:.4f}"
+        bar.set_postfix(postfix)
+      if epoch_end or step % config.checkpoint_every_steps == 0:
+        ckpt.save(step, state, rng, train_iter.get_state(), meta)
+  except KeyboardInterrupt:
+    bar.close()
+    train_iter.close()
+    writer.close()
+    ckpt.close()  # waits for a save in flight
+    kept = ckpt.latest_step()
+    where = (f"checkpoint of step {kept} kept in {workdir / 'checkpoints'}" if kept is not None
+             else "no checkpoint yet")
+    raise Interrupted(f"stopped after step {step} of {total_steps}; {where}; the same command "
+                      "resumes from it") from None
   bar.close()
   train_iter.close()
   writer.close()
@@ -291,20 +336,29 @@ def _finish(workdir, config, dataset, noise_report, state, meta):
     writers.plot_confusion(meta["confusion"], dataset.class_names,
                            workdir / "confusion_matrix.png",
                            f"{config.method}: accuracy {summary['final_accuracy']:.4f}")
-    if (workdir / "model" / weights.META).exists():
-      logging.info("%s already exists; not overwritten", workdir / "model")
-    else:
+    model_dir = workdir / "model"
+    step = int(jax.device_get(state.step))
+    if (model_dir / weights.META).exists():
+      earlier = json.loads((model_dir / weights.META).read_text()).get("step")
+      if earlier != step:  # an extended run: keep the earlier model beside the new one
+        kept = workdir / f"model_step{earlier}"
+        while kept.exists():
+          kept = kept.with_name(kept.name + "_")
+        model_dir.rename(kept)
+        logging.info("The model of step %s moved to %s; model/ is now that of step %d", earlier,
+                     kept, step)
+    if not (model_dir / weights.META).exists():
       # Inference is backbone (+ neck) + head (resnet.Classifier); what only training uses (a
       # negative head, a landmark branch, a log-variance branch) is left out of the model.
       inference = {collection: {k: v for k, v in tree.items() if k in ("backbone", "neck", "head")}
                    for collection, tree in jax.device_get(state.variables()).items()}
-      weights.save(workdir / "model", inference, {
+      weights.save(model_dir, inference, {
         "arch": config.model.arch, "width": config.model.width,
         "num_classes": config.model.num_classes, "class_names": list(dataset.class_names),
         "neck": config.model.get("neck", "pool"),
         "image_size": config.input.image_size, "mean": list(pipeline.IMAGENET_MEAN),
         "std": list(pipeline.IMAGENET_STD), "has_head": "head" in inference["params"],
-        "source": f"trained: {workdir.absolute()}",
+        "source": f"trained: {workdir.absolute()}", "step": step,
       })
   logging.info("final accuracy %.4f, best %.4f (epoch %d), mean of last 5 %.4f",
                summary["final_accuracy"], summary["best_accuracy"], summary["best_epoch"],

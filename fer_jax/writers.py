@@ -14,14 +14,25 @@ import numpy as np
 
 
 class MetricWriter:
-  def __init__(self, workdir):
+  """Appends to `<workdir>/metrics.jsonl`; a run resumed at `resume_step` first drops the rows
+  logged after that step (the steps it trains again), so the file holds each step once."""
+
+  def __init__(self, workdir, resume_step=0):
     self._files = jax.process_index() == 0
     self._tb = self._jsonl = None
     if self._files:
       from tensorboardX import SummaryWriter
 
       self._tb = SummaryWriter(str(pathlib.Path(workdir) / "tensorboard"))
-      self._jsonl = open(pathlib.Path(workdir) / "metrics.jsonl", "a")
+      path = pathlib.Path(workdir) / "metrics.jsonl"
+      if path.exists():
+        rows = path.read_text().splitlines(keepends=True)
+        kept = [r for r in rows if r.strip() and json.loads(r)["step"] <= resume_step]
+        if len(kept) != len(rows):
+          tmp = path.with_suffix(".jsonl.tmp")
+          tmp.write_text("".join(kept))
+          tmp.replace(path)
+      self._jsonl = open(path, "a")
 
   def write_scalars(self, step, scalars):
     scalars = {k: float(np.asarray(v)) for k, v in scalars.items()}

@@ -1,15 +1,23 @@
-r"""Train-step throughput, compile time and peak memory for a config, on whatever devices exist.
+r"""Training throughput of a config on whatever devices exist, on both input paths.
 
-  python scripts/benchmark.py --config configs/baseline.py:synthetic [--steps 20] [--write]
+  python scripts/benchmark.py --config configs/eac.py:raf_db \
+      --config.dataset.data_dir=/tmp/raf --config.batch_size=64 [--steps 50] [--write]
 
-Measures two things with the config's model, method and global batch:
-  synthetic: in-memory uint8 batches, already on device (the step alone);
-  pipeline:  the config's real grain input pipeline feeding the step.
-With --write, appends a row to docs/benchmarks.md (date, device, commit).
+With the config's model, method, augmentation and global batch, measures:
+  step only:  the jitted train step (augmentation on the devices included) on one batch of raw
+              images already on the devices, repeated;
+  device:     fed as the trainer feeds it on the device path (the decoded split in device
+              memory, each batch gathered there by index; feed.py);
+  host:       fed by the host pipeline (grain decodes every batch and copies it over);
+  host alone: the host pipeline's own rate, with no step.
+Both fed figures are also given as a fraction of the step-only rate: at 1.00 the input is never
+the bottleneck. `--placements device` skips the host path. With --profile DIR, a jax.profiler
+trace of 5 device-path steps. With --write, appends a row to docs/benchmarks.md.
 """
 
 import datetime
 import functools
+import itertools
 import pathlib
 import resource
 import subprocess
@@ -22,11 +30,16 @@ from ml_collections import config_flags
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
 flags.DEFINE_integer("steps", 20, "Timed steps per measurement (after 2 warm-up steps).")
+flags.DEFINE_list("placements", ["device", "host"], "Input paths to measure.")
+flags.DEFINE_string("profile", "", "Write a jax.profiler trace of 5 device-path steps here.")
 flags.DEFINE_bool("write", False, "Append the result to docs/benchmarks.md.")
 flags.DEFINE_string("commit", "", "Commit to record (default: git HEAD of this checkout; a copy "
                     "sent to another machine may carry stale git metadata).")
 config_flags.DEFINE_config_file("config", None, "Config file.", lock_config=True)
 flags.mark_flags_as_required(["config"])
+
+HEADER = ("| date | commit | devices | config | batch | input | img/s step only | img/s device "
+          "path (x step) | img/s host path (x step) | img/s host alone | compile s | peak MiB |")
 
 
 def _peak_memory_mb():
@@ -51,6 +64,23 @@ def _time_steps(step_fn, state, batches, rng, steps):
   return state, (time.perf_counter() - start) / steps
 
 
+def _host_alone(make_iter, config, steps):
+  """The production rate of a fresh host iterator. It reads ahead up to `buffered` batches,
+  which a short read would time instead: read `buffered + timed` untimed, then time `timed`."""
+  from fer_jax.data import pipeline
+
+  workers = pipeline.worker_count(config.input.num_workers)
+  buffered = pipeline.buffered_batches(config.input.num_threads, workers)
+  timed = max(steps, buffered)
+  it = make_iter()
+  for _ in range(buffered + timed):
+    next(it)
+  start = time.perf_counter()
+  for _ in range(timed):
+    next(it)
+  return (time.perf_counter() - start) / timed
+
+
 def main(argv):
   del argv
   import jax
@@ -58,9 +88,10 @@ def main(argv):
   from jax.sharding import PartitionSpec as P
 
   from fer_jax import optim, train
-  from fer_jax.data import pipeline, sources
+  from fer_jax.data import device_ops, feed, pipeline, sources
+  from fer_jax.models import resnet
 
-  config = flags.FLAGS.config
+  config, steps = flags.FLAGS.config, flags.FLAGS.steps
   dataset = sources.load(config.dataset)
   mesh = train.create_mesh()
   replicated, data_sharding = NamedSharding(mesh, P()), NamedSharding(mesh, P("data"))
@@ -72,55 +103,61 @@ def main(argv):
                              replicated)
   step_fn = jax.jit(
     functools.partial(train.train_step, model=model, tx=tx, method=method, config=config,
-                      lr_fn=lr_fns["default"]),
+                      lr_fn=lr_fns["default"], augment=device_ops.parse(config.input.train_ops)),
     donate_argnums=0, out_shardings=(replicated, replicated),
   )
-  def make_pipeline():
-    return train.train_input(config, dataset.train, config.batch_size, steps_per_epoch)
+  rng = jax.random.key(1)
 
-  host_iter = iter(make_pipeline())
-  sample = next(host_iter)
-  start = time.perf_counter()
-  device_batch = pipeline.to_device(sample, data_sharding)
-  compiled = step_fn.lower(state, device_batch, jax.random.key(1)).compile()
-  compile_s = time.perf_counter() - start
-  del compiled
+  def inputs_for(placement):
+    config.unlock()
+    config.input.placement = placement
+    return feed.Feed(dataset, config.input, data_sharding, progress=False)
 
-  def repeat(batch):
-    while True:
-      yield batch
+  def make_iter(inputs):
+    return iter(train.train_input(config, inputs, config.batch_size, steps_per_epoch))
 
+  per_second, compile_s = {}, None
+  for placement in flags.FLAGS.placements:
+    inputs = inputs_for(placement)
+    host_iter = make_iter(inputs)
+    if compile_s is None:  # both paths deliver the same shapes: one program
+      batch = inputs.put(next(host_iter))
+      start = time.perf_counter()
+      step_fn.lower(state, batch, rng).compile()
+      compile_s = time.perf_counter() - start
+      state, step_s = _time_steps(step_fn, state, itertools.repeat(batch), rng, steps)
+      per_second["step"] = config.batch_size / step_s
+    fed = pipeline.Prefetch(host_iter, inputs.put)  # as the trainer feeds its steps
+    if placement == "device" and flags.FLAGS.profile:
+      with jax.profiler.trace(flags.FLAGS.profile):
+        state, _ = _time_steps(step_fn, state, fed, rng, 5)
+    state, fed_s = _time_steps(step_fn, state, fed, rng, steps)
+    fed.close()
+    per_second[placement] = config.batch_size / fed_s
+    if placement == "host":
+      per_second["host_alone"] = config.batch_size / _host_alone(
+        lambda i=inputs: make_iter(i), config, steps)
 
-  state, synthetic_s = _time_steps(step_fn, state, repeat(device_batch), jax.random.key(1),
-                                   flags.FLAGS.steps)
-  # The production rate of a fresh iterator. It reads ahead up to `buffered` batches, which a
-  # short read would time instead: read `buffered + timed` untimed (the buffer, and whatever
-  # refilled while it drained), then time `timed` more.
-  workers = pipeline.worker_count(config.input.num_workers)
-  buffered = pipeline.buffered_batches(config.input.num_threads, workers)
-  timed = max(flags.FLAGS.steps, buffered)
-  host_only = iter(make_pipeline())
-  for _ in range(buffered + timed):
-    next(host_only)
-  start = time.perf_counter()
-  for _ in range(timed):
-    next(host_only)
-  host_s = (time.perf_counter() - start) / timed
-  fed = pipeline.Prefetch(host_iter, data_sharding)  # as the trainer feeds its steps
-  state, pipeline_s = _time_steps(step_fn, state, fed, jax.random.key(1), flags.FLAGS.steps)
-  fed.close()
   memory, memory_kind = _peak_memory_mb()
-  b = config.batch_size
   devices = f"{jax.device_count()} x {jax.devices()[0].device_kind}"
   commit = flags.FLAGS.commit or subprocess.run(
     ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+  shape = "x".join(map(str, feed.stored_shape(dataset.train, config.input.image_size)))
+  source = f"{dataset.name} {len(dataset.train)} imgs {shape}"
+
+  def fed(name):
+    if name not in per_second:
+      return "-"
+    return f"{per_second[name]:.0f} ({per_second[name] / per_second['step']:.2f})"
+
+  workers = pipeline.worker_count(config.input.num_workers)
   row = (f"| {datetime.date.today()} | {commit or 'uncommitted'} | {devices} | "
          f"{config.method} {config.model.arch} w{config.model.width} {config.input.image_size}px "
-         f"{config.dtype}{f', {workers} workers' if workers else ''} | {b} | "
-         f"{b / synthetic_s:.1f} | {b / pipeline_s:.1f} | {b / host_s:.0f} | {compile_s:.1f} | "
+         f"{resnet.compute_dtype(config.dtype)}{f', {workers} workers' if workers else ''} | "
+         f"{config.batch_size} | {source} | {per_second['step']:.0f} | {fed('device')} | "
+         f"{fed('host')} | {per_second.get('host_alone', 0):.0f} | {compile_s:.1f} | "
          f"{memory:.0f} ({memory_kind}) |")
-  print("| date | commit | devices | config | batch | img/s step only | img/s with pipeline | "
-        "img/s host pipeline alone | compile s | peak MiB |")
+  print(HEADER)
   print(row)
   if flags.FLAGS.write:
     path = pathlib.Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"

@@ -27,22 +27,6 @@ flags.DEFINE_integer("batches", 30, "Pipeline batches of 32 to time.")
 OPS = "resize(224)|flip_lr|random_erasing(scale=(0.02, 0.25))"
 
 
-def _write_raf(root, n):
-  from fer_jax.data import synthetic
-
-  images, labels, _ = synthetic.generate(n, [0, 0], 100)
-  (root / "Image/aligned").mkdir(parents=True)
-  (root / "EmoLabel").mkdir()
-  lines = []
-  for i, (image, label) in enumerate(zip(images, labels), 1):
-    Image.fromarray(image).save(root / f"Image/aligned/train_{i:05d}_aligned.jpg", quality=95)
-    lines.append(f"train_{i:05d}.jpg {label + 1}")
-  for i in range(1, 11):  # a test split must exist
-    Image.fromarray(images[i]).save(root / f"Image/aligned/test_{i:04d}_aligned.jpg")
-    lines.append(f"test_{i:04d}.jpg 1")
-  (root / "EmoLabel/list_patition_label.txt").write_text("\n".join(lines) + "\n")
-
-
 class _FileSource:
   """The alternative without a prepared copy: decode each JPEG file on every read."""
 
@@ -70,12 +54,12 @@ def _images_per_second(source, batches):
 
 def main(argv):
   del argv
-  from fer_jax.data import sources
+  from fer_jax.data import sources, synthetic
 
   tmp = pathlib.Path(tempfile.mkdtemp())
   root = pathlib.Path(flags.FLAGS.data_dir).expanduser() if flags.FLAGS.data_dir else tmp / "raf"
   if not flags.FLAGS.data_dir:
-    _write_raf(root, flags.FLAGS.num_images)
+    synthetic.write_raf_db(root, flags.FLAGS.num_images, 10)
   config = sources.default_config("raf_db", data_dir=str(root), prepared_dir=str(tmp / "prep"))
   start = time.perf_counter()
   dataset = sources.load(config)

@@ -8,6 +8,7 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from fer_jax import optim, train
+from fer_jax.data import device_ops
 
 
 def one_step(config, method, variables, batch):
@@ -34,8 +35,9 @@ def initial_state(config, method, num_train=16):
   return model, train.create_state(config, model, tx, method, num_train, jax.random.key(0), None)
 
 
-def sharded_step(config, devices, num_train=96):
-  """(initial TrainState, jitted train step, batch sharding) of config's method on `devices`.
+def sharded_step(config, devices, num_train=96, augment=False):
+  """(initial TrainState, jitted train step, batch sharding) of config's method on `devices`;
+  with `augment`, the step runs the config's train_ops on the devices (raw batches in).
 
   Tests that call it with the same config and device count compile the same programs, so
   all but the first load them from the persistent compile cache (conftest.py).
@@ -46,6 +48,7 @@ def sharded_step(config, devices, num_train=96):
   model = method.build_model(config)
   tx, lr_fns = optim.make(config.optimizer, 10, 100)
   state = train.create_state(config, model, tx, method, num_train, jax.random.key(0), replicated)
+  ops = device_ops.parse(config.input.train_ops) if augment else None
   step = jax.jit(functools.partial(train.train_step, model=model, tx=tx, method=method,
-                                   config=config, lr_fn=lr_fns["default"]))
+                                   config=config, lr_fn=lr_fns["default"], augment=ops))
   return state, step, data

@@ -87,20 +87,38 @@ def test_raf_db_bad_inputs_name_the_file_and_line(tmp_path):
     sources.load(raf_config(tmp_path, root))
 
 
-def test_corrupt_images_fail_or_skip_and_changed_labels_are_noticed(tmp_path):
+def test_corrupt_images_fail_or_skip_and_a_changed_copy_is_prepared_anew(tmp_path):
   root = tmp_path / "raf"
   make_raf(root)
-  (root / "Image/aligned/train_00004_aligned.jpg").write_bytes(b"\xff\xd8 not a jpeg")
+  broken = root / "Image/aligned/train_00004_aligned.jpg"
+  good = broken.read_bytes()
+  broken.write_bytes(b"\xff\xd8 not a jpeg")
   with pytest.raises(prepared.DataError, match="(?s)train_00004.*corrupt_images=skip"):
     sources.load(raf_config(tmp_path, root))
   # The same prepared copy serves the skip policy: one image fewer, the rest unchanged.
   dataset = sources.load(raf_config(tmp_path, root, corrupt_images="skip"))
   assert len(dataset.train) == sum(RAF_TRAIN_PER_CLASS) - 1
   assert "train_00004.jpg" not in dataset.train.names
+  # The image replaced by a good one: the copy is prepared again, and the image is read.
+  broken.write_bytes(good)
+  dataset = sources.load(raf_config(tmp_path, root))
+  assert len(dataset.train) == sum(RAF_TRAIN_PER_CLASS)
+  position = dataset.train.names.index("train_00004.jpg")
+  # An image changed after preparation is read as it is now, never from the stale copy.
+  other = root / "Image/aligned/train_00001_aligned.jpg"
+  broken.write_bytes(other.read_bytes())
+  changed = sources.load(raf_config(tmp_path, root)).train[position]["image"]
+  np.testing.assert_array_equal(changed, dataset.train[0]["image"])
+  assert not np.array_equal(changed, dataset.train[position]["image"])
+  # So is a changed label file.
   label_file = root / "EmoLabel/list_patition_label.txt"
-  label_file.write_text(label_file.read_text().replace("train_00001.jpg", "train_00001.jpg "))
-  with pytest.raises(prepared.DataError, match="changed after they were prepared"):
-    sources.load(raf_config(tmp_path, root, corrupt_images="skip"))
+  first, *rest = label_file.read_text().splitlines()
+  name, label = first.split()
+  label_file.write_text("\n".join([f"{name} {int(label) % 7 + 1}", *rest]) + "\n")
+  relabelled = sources.load(raf_config(tmp_path, root))
+  assert relabelled.train.labels[0] == int(label) % 7  # 0-based: the new label
+  prepared_dirs = list((tmp_path / "prepared").iterdir())
+  assert len(prepared_dirs) == 4  # one per state of the copy, none overwritten
 
 
 @pytest.mark.parametrize(

@@ -101,13 +101,13 @@ def test_contrastive_loss_against_its_definition():
 
 def _setup(tmp_path):
   """The one-device program of the 1-vs-2-device test below (same config, same shapes, so the
-  compile cache serves it), its initial state and a real batch of 8 with sample 3 twice."""
+  compile cache serves it), its initial state and a real raw batch of 8 with sample 3 twice
+  (the step augments it)."""
   config = lanet_config.get_config("synthetic,noise=0.3,runlocal=true")
   config.dataset.cache_dir = str(tmp_path / "cache")
-  state, step, data = steps.sharded_step(config, jax.devices()[:1])
+  state, step, data = steps.sharded_step(config, jax.devices()[:1], augment=True)
   train_split = sources.load(config.dataset).train
-  batch = next(iter(pipeline.train_dataset(train_split, config.input.train_ops, batch_size=8,
-                                           seed=0)))
+  batch = next(iter(pipeline.train_dataset(train_split, "", batch_size=8, seed=0)))
   batch["label"] = (np.arange(8) % 7).astype(batch["label"].dtype)
   batch["index"] = np.array([0, 1, 2, 3, 4, 5, 6, 3], batch["index"].dtype)
   return config, lanet.build_model(config), state, step, pipeline.to_device(batch, data)

@@ -45,6 +45,14 @@ def test_a_class_below_the_clamp_everywhere_stays_confident(batch):
 def test_mask_and_consistency_values():
   p = jnp.array([[.30, .05, .20, .10, .15, .12, .08]])
   np.testing.assert_array_equal(ncct.least_probable_mask(p, 4), [[0, 1, 0, 1, 0, 1, 1]])
+  # Distinct probabilities: the official <= cut keeps the same k classes.
+  np.testing.assert_array_equal(ncct.least_probable_mask(p, 4, ties="official"),
+                                [[0, 1, 0, 1, 0, 1, 1]])
+  # An exact tie at the cut: exactly k by default, every tied class with the official rule.
+  tied = jnp.array([[.30, .05, .20, .10, .15, .10, .10]])
+  assert float(ncct.least_probable_mask(tied, 3).sum()) == 3
+  np.testing.assert_array_equal(ncct.least_probable_mask(tied, 3, ties="official"),
+                                [[0, 1, 0, 1, 0, 1, 1]])
   weak = jnp.log(p)
   strong = jax.random.normal(jax.random.key(0), (1, 7))
   expected = -jnp.sum(jnp.array([0, 1, 0, 1, 0, 1, 1]) * p * jax.nn.log_softmax(strong))

@@ -15,7 +15,7 @@ import pytest
 
 from configs import baseline
 from fer_jax import predict, train
-from fer_jax.data import pipeline, sources
+from fer_jax.data import augment, pipeline, sources
 from tests import steps
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -34,8 +34,8 @@ def tiny_config(tmp_path, **overrides):
   return config
 
 
-def _run_steps(config, devices, batches):
-  state, step, data = steps.sharded_step(config, devices)
+def _run_steps(config, devices, batches, augment=False):
+  state, step, data = steps.sharded_step(config, devices, augment=augment)
   losses = []
   for batch in batches:
     state, metrics = step(state, pipeline.to_device(batch, data), jax.random.key(1))
@@ -44,26 +44,29 @@ def _run_steps(config, devices, batches):
 
 
 def on_one_and_two_devices(config, num_steps=3):
-  """((losses, final state) on one device, the same on two) for `num_steps` real batches of 8."""
+  """((losses, final state) on one device, the same on two) for `num_steps` real batches of 8,
+  augmented inside the step as the trainer does."""
   assert jax.device_count() == 2, "conftest forces 2 host devices"
   dataset = sources.load(config.dataset)
-  it = iter(pipeline.train_dataset(dataset.train, config.input.train_ops, batch_size=8, seed=0))
+  it = iter(pipeline.train_dataset(dataset.train, "", batch_size=8, seed=0))
   batches = [next(it) for _ in range(num_steps)]
-  return (_run_steps(config, jax.devices()[:1], batches),
-          _run_steps(config, jax.devices(), batches))
+  return (_run_steps(config, jax.devices()[:1], batches, augment=True),
+          _run_steps(config, jax.devices(), batches, augment=True))
 
 
 def test_one_and_two_devices_give_the_same_training(tmp_path):
   config = tiny_config(tmp_path)
   (losses1, state1), (losses2, state2) = on_one_and_two_devices(config)
-  np.testing.assert_allclose(losses1, losses2, rtol=1e-5)
+  np.testing.assert_allclose(losses1, losses2, rtol=1e-4)  # float reassociation of the sharded sums
   assert losses1[0] != losses1[2]  # the steps really changed the model
-  # Global-batch BatchNorm: running stats agree, not per-device halves.
-  jax.tree.map(functools.partial(np.testing.assert_allclose, rtol=2e-4, atol=1e-5),
+  # Global-batch BatchNorm: running stats agree, not per-device halves (which differ by ~10%;
+  # the sharded reductions reassociate float sums, ~1e-4 relative).
+  jax.tree.map(functools.partial(np.testing.assert_allclose, rtol=1e-3, atol=1e-4),
                state1.batch_stats, state2.batch_stats)
-  # Adam divides by sqrt(v): an element whose gradient is ~0 can move by up to one lr step
-  # from float reassociation of the sharded reduction, so params agree to ~lr.
-  jax.tree.map(functools.partial(np.testing.assert_allclose, rtol=0, atol=config.optimizer.lr),
+  # Adam divides by sqrt(v): an element whose gradient is ~0 can move by up to one lr step per
+  # step from float reassociation of the sharded reduction, so params agree to ~lr per step.
+  jax.tree.map(functools.partial(np.testing.assert_allclose, rtol=0,
+                                 atol=len(losses1) * config.optimizer.lr),
                state1.params, state2.params)
 
 
@@ -206,6 +209,11 @@ def test_missing_init_from_and_bad_batch_size_name_the_problem(tmp_path):
   config = tiny_config(tmp_path, batch_size=7)
   with pytest.raises(ValueError, match="config.batch_size=7"):
     train.train_and_evaluate(config, tmp_path / "w2")
+  config = tiny_config(tmp_path, method="eca")
+  with pytest.raises(ValueError, match="config.method='eca'.*did you mean 'eac'"):
+    train.train_and_evaluate(config, tmp_path / "w3")
+  # A refused start writes nothing: fixing the mistake, the same command just runs.
+  assert not any((tmp_path / w).exists() for w in ("w1", "w2", "w3"))
 
 
 def test_raf_db_run_with_noise_records_it_and_a_missing_data_dir_is_named(tmp_path):
@@ -226,6 +234,35 @@ def test_raf_db_run_with_noise_records_it_and_a_missing_data_dir_is_named(tmp_pa
   config.dataset.data_dir = str(tmp_path / "no_such_copy")
   with pytest.raises(ValueError, match="data_dir=.*no_such_copy: no such directory"):
     train.train_and_evaluate(config, tmp_path / "other")
+  assert not (tmp_path / "other").exists()  # nothing written: the fixed command can use it
+
+
+def test_an_extended_run_refreshes_every_output_and_keeps_the_earlier_model(tmp_path):
+  config = tiny_config(tmp_path, num_epochs=1)
+  first = train.train_and_evaluate(config, tmp_path / "run")
+  config.num_epochs = 2
+  second = train.train_and_evaluate(config, tmp_path / "run")
+  steps_per_epoch = second["history"][0]["step"]
+  assert len(first["history"]) == 1 and len(second["history"]) == 2
+  saved = json.loads((tmp_path / "run/summary.json").read_text())
+  assert saved["history"] == second["history"]
+  model = json.loads((tmp_path / "run/model/model.json").read_text())
+  earlier = json.loads((tmp_path / f"run/model_step{steps_per_epoch}/model.json").read_text())
+  assert model["step"] == 2 * steps_per_epoch and earlier["step"] == steps_per_epoch
+  # The refreshed model is the one the summary describes: its eval reproduces the accuracy.
+  model, variables, meta = predict.load_model(tmp_path / "run/model")
+  test = sources.load(config.dataset).test
+  resize = augment.resize(meta["image_size"])
+  images = np.stack([resize({"image": test[i]["image"]}, None)["image"] for i in range(len(test))])
+  probs = np.asarray(predict.probability_fn(model, variables, meta)(images))
+  accuracy = float(np.mean(probs.argmax(1) == test.labels))
+  # Within one image: the host resize here and the device resize of training may differ by a
+  # uint8 level.
+  assert accuracy == pytest.approx(second["final_accuracy"], abs=1.5 / len(test))
+  # Each logged step once, though the run was resumed.
+  rows = [json.loads(x) for x in (tmp_path / "run/metrics.jsonl").read_text().splitlines()]
+  keys = [(r["step"], tuple(sorted(r))) for r in rows]
+  assert len(keys) == len(set(keys)) and max(r["step"] for r in rows) == 2 * steps_per_epoch
 
 
 def test_bfloat16_compute_keeps_float32_state_and_tracks_float32(tmp_path):

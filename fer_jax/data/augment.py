@@ -61,6 +61,31 @@ def parse(spec):
 
 
 @register
+def fit(height, width, key="image"):
+  """Resize to height x width (PIL bilinear) only when the image has another shape: how a split
+  of mixed image sizes is batched (fer_jax/data/feed.py); no-op on images of that shape."""
+
+  def op(ex, rng):
+    del rng
+    h, w = ex[key].shape[:2]
+    if (h, w) == (height, width):
+      return ex
+    ex = dict(ex)
+    ex[key] = np.asarray(Image.fromarray(ex[key]).resize((width, height),
+                                                         Image.Resampling.BILINEAR))
+    if "landmarks" in ex and key == "image":
+      ex["landmarks"] = ex["landmarks"] * np.array([width / w, height / h], np.float32)
+    return ex
+
+  return op
+
+
+def fit_spec(shape):
+  """The pipeline string of `fit` to (H, W) `shape`."""
+  return f"fit({shape[0]}, {shape[1]})"
+
+
+@register
 def resize(size, key="image", resample="bilinear"):
   """Resize to size x size with PIL: bilinear as torchvision Resize on a PIL image, or
   `resample="bicubic"`, PIL's own default (LA-Net's code resizes with it)."""

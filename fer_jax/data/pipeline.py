@@ -19,6 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from fer_jax import cli
 from fer_jax.data import augment
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -89,10 +90,10 @@ class ProgressivelyBalancedEpochs:
     self.members = [np.flatnonzero(self.labels == c) for c in range(num_classes)]
     empty = [c for c, n in enumerate(self.counts) if n == 0]
     if empty:
-      raise ValueError(f"config.input.sampler='progressive': classes {empty} have no training "
+      raise cli.UsageError(f"config.input.sampler='progressive': classes {empty} have no training "
                        "examples on this host; expected every class to have some")
     if per_epoch > len(self.labels):
-      raise ValueError(f"config.input.sampler='progressive': an epoch of {per_epoch} examples "
+      raise cli.UsageError(f"config.input.sampler='progressive': an epoch of {per_epoch} examples "
                        f"from {len(self.labels)}; set config.input.drop_last=True")
     self._epoch = (None, None)
 
@@ -176,7 +177,7 @@ def train_dataset(source, ops, *, batch_size, seed, num_threads=8, num_workers=-
       per_epoch=steps_per_epoch * batch_size))
     ds = ds.seed(seed)
   else:
-    raise ValueError(f"config.input.sampler={sampler!r}: expected 'shuffle', 'balanced' or "
+    raise cli.UsageError(f"config.input.sampler={sampler!r}: expected 'shuffle', 'balanced' or "
                      "'progressive'")
   ds = ds.random_map(_HostOps(ops))
   ds = ds.batch(batch_size, drop_remainder=True)
@@ -213,14 +214,15 @@ class Prefetch:
   """Puts the next `size` batches of a host iterator on the devices from a background thread,
   while the current step runs: without it a GPU step waits for the host to hand over and copy
   each batch (H100, EAC at 224 px: 2,724 img/s fed against 3,830 for the step alone).
+  `put(host_batch) -> device batch` does the copy (feed.Feed.put, or `to_device`).
 
   `get_state()` is the host iterator's state as of the last batch handed out, not of the last
   one prefetched, so a checkpoint resumes exactly after the batches the steps consumed. Set a
   restored state on the host iterator before wrapping it.
   """
 
-  def __init__(self, iterator, sharding, size=2):
-    self._iterator, self._sharding = iterator, sharding
+  def __init__(self, iterator, put, size=2):
+    self._iterator, self._put_on_device = iterator, put
     self._state = iterator.get_state()
     self._queue = queue.Queue(maxsize=size)
     self._stop = threading.Event()
@@ -230,7 +232,7 @@ class Prefetch:
   def _fill(self):
     try:
       while not self._stop.is_set():
-        batch = to_device(next(self._iterator), self._sharding)
+        batch = self._put_on_device(next(self._iterator))
         self._put((batch, self._iterator.get_state()))
     except Exception as e:  # noqa: BLE001 (re-raised in the consumer's thread)
       self._put(e)

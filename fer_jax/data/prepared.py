@@ -18,6 +18,7 @@ import dataclasses
 import hashlib
 import io
 import logging
+import os
 import pathlib
 
 import numpy as np
@@ -134,7 +135,7 @@ class Builder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
   def _split_generators(self, dl_manager):
     root = pathlib.Path(dl_manager.manual_dir)
     self.info.metadata.update({"index": {}, "skipped": {}, "source": str(root.absolute()),
-                               "fingerprint": fingerprint(self.label_files(root))})
+                               "fingerprint": fingerprint(root, self.label_files(root))})
     splits = {}
     for split in self.SPLITS:
       rows = self.parse(root, split)
@@ -168,9 +169,20 @@ class Builder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
           yield len(index["name"]) - 1, {"name": row.name, **record}
 
 
-def fingerprint(files):
-  """Size and modification time of each label file, to notice a changed copy."""
-  return {str(f): [f.stat().st_size, f.stat().st_mtime_ns] for f in map(pathlib.Path, files)}
+def fingerprint(root, label_files):
+  """A digest of what a prepared copy is made from: the path, size and modification time of
+  each label file and of every image file under `root`. Any of them replaced, added, removed
+  or touched gives another digest, hence another prepared directory (`open_builder`)."""
+  paths = [pathlib.Path(f) for f in label_files]
+  for directory, subdirs, files in os.walk(root):
+    subdirs.sort()
+    paths += [pathlib.Path(directory) / f for f in sorted(files)
+              if pathlib.Path(f).suffix.lower() in IMAGE_SUFFIXES]
+  digest = hashlib.sha1()
+  for path in paths:
+    stat = path.stat()
+    digest.update(f"{path}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+  return digest.hexdigest()[:12]
 
 
 def open_builder(builder_cls, config, builder_config=None):
@@ -197,23 +209,30 @@ def open_builder(builder_cls, config, builder_config=None):
     raise DataError(f"config.dataset.corrupt_images={config.corrupt_images!r}: expected one of "
                     f"{CORRUPT_POLICIES}")
   prepared = pathlib.Path(config.prepared_dir or pathlib.Path(config.cache_dir) / "prepared")
-  # One prepared copy per source directory, so two copies of a dataset never mix.
-  digest = hashlib.sha1(str(root.resolve()).encode()).hexdigest()[:10]
-  builder = builder_cls(data_dir=prepared.expanduser() / f"{config.name}-{digest}",
-                        config=builder_config, file_format="array_record")
-  files = builder.label_files(root)
+  prepared = prepared.expanduser()
+  # One prepared copy per source directory and state of its files: two copies of a dataset
+  # never mix, and a copy changed since its preparation is prepared anew, never read stale.
+  prefix = f"{config.name}-{hashlib.sha1(str(root.resolve()).encode()).hexdigest()[:10]}"
+  files = builder_cls(data_dir=prepared / prefix, config=builder_config).label_files(root)
   missing = [str(f) for f in files if not pathlib.Path(f).exists()]
   if missing:
     raise DataError(f"{field}={root}: missing {', '.join(missing)}; expected a copy laid out as\n"
                     f"{builder_cls.LAYOUT}")
+  current = fingerprint(root, files)
+  builder = builder_cls(data_dir=prepared / f"{prefix}-{current}", config=builder_config,
+                        file_format="array_record")
+  earlier = sorted(str(p) for p in prepared.glob(f"{prefix}*") if p != builder.data_dir)
+  if earlier:
+    logging.info("Earlier preparations of %s (the copy has changed since): %s; delete them to "
+                 "free the space", root, ", ".join(earlier))
   if not builder.is_prepared():
     logging.info("Preparing %s from %s into %s (once; later runs reuse it)", config.name, root,
                  builder.data_dir)
     builder.download_and_prepare(
       download_config=tfds.download.DownloadConfig(manual_dir=str(root)))
   meta = builder.info.metadata
-  if meta["fingerprint"] != fingerprint(files):
-    raise DataError(f"the label files under {root} changed after they were prepared into "
+  if meta["fingerprint"] != current:
+    raise DataError(f"files under {root} changed while they were prepared into "
                     f"{builder.data_dir}; delete that directory to prepare them again")
   skipped = {split: rows for split, rows in meta["skipped"].items() if rows}
   if skipped:

@@ -7,8 +7,8 @@ from fer_jax.models import resnet
 
 
 def build_model(config):
-  m = config.model
-  return resnet.Classifier(m.arch, m.num_classes, m.width, config.dtype)
+  m, dtype = config.model, resnet.compute_dtype(config.dtype)
+  return resnet.Classifier(m.arch, m.num_classes, m.width, dtype)
 
 
 def loss_fn(params, state, batch, rng, *, model, config):

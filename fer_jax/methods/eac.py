@@ -32,8 +32,8 @@ SECOND_VIEWS = ("mirror", "reflip")
 
 
 def build_model(config):
-  m = config.model
-  return resnet.Classifier(m.arch, m.num_classes, m.width, config.dtype)
+  m, dtype = config.model, resnet.compute_dtype(config.dtype)
+  return resnet.Classifier(m.arch, m.num_classes, m.width, dtype)
 
 
 def class_activation_maps(features, kernel):

@@ -20,8 +20,8 @@ NUM_LANDMARKS = 19
 
 
 def build_model(config):
-  m = config.model
-  return resnet.Classifier(m.arch, m.num_classes, m.width, config.dtype,
+  m, dtype = config.model, resnet.compute_dtype(config.dtype)
+  return resnet.Classifier(m.arch, m.num_classes, m.width, dtype,
                            extra_heads=(("landmark_head", 2 * NUM_LANDMARKS),), classify=False)
 
 

@@ -35,14 +35,14 @@ import optax
 from jax.scipy.special import xlogy
 
 from fer_jax.methods import per_sample
-from fer_jax.models import landmark_aware
+from fer_jax.models import landmark_aware, resnet
 
 HEATMAP_STRIDE = 4  # heatmaps are at the layer-1 resolution, 1/4 of the input
 
 
 def build_model(config):
-  m = config.model
-  return landmark_aware.LandmarkAwareNet(m.arch, m.num_classes, m.width, config.dtype,
+  m, dtype = config.model, resnet.compute_dtype(config.dtype)
+  return landmark_aware.LandmarkAwareNet(m.arch, m.num_classes, m.width, dtype,
                                          config.lanet.num_points, config.lanet.neighbours)
 
 

@@ -22,8 +22,11 @@ Where the paper's text reads differently, the code's behaviour is the default (i
 published numbers) and the text's is an option:
 - `threshold`: "clamped_batch_mean" (code) | "class_mean" (text: mean of p_c over the samples
   labelled c, no clamp) | "batch_mean" (DNFER: mean over all samples, no clamp).
-- `mask`: "k_smallest" (the code's intent: exactly k classes; its unsorted top-k realises 1..k
-  depending on the backend) | "k_largest" (ablation).
+- `mask`: "k_smallest" (the code's: the k least probable classes) | "k_largest" (ablation).
+- `mask_ties`: "exactly_k" (default: exactly k classes, ties broken by class index) |
+  "official" (the code's cut: its unsorted top-k's last value is the k-th smallest on the
+  backends checked, and the mask keeps every class with P <= that value, so exactly k classes
+  with distinct probabilities and more than k where probabilities tie exactly).
 - `target_gradient`: "weak" (code: through P only) | "both" (text: also through the strong
   view) | "strong" (FixMatch reading: P detached, the strong view trained).
 - `ce_reduction`: "sum" (code) | "mean".
@@ -46,8 +49,8 @@ from fer_jax.models import resnet
 
 def build_model(config):
   """Backbone, the positive classifier `head` and the negative classifier `negative_head`."""
-  m = config.model
-  return resnet.Classifier(m.arch, m.num_classes, m.width, config.dtype,
+  m, dtype = config.model, resnet.compute_dtype(config.dtype)
+  return resnet.Classifier(m.arch, m.num_classes, m.width, dtype,
                            extra_heads=(("negative_head", m.num_classes),))
 
 
@@ -83,13 +86,20 @@ def confident(probs, labels, mode):
   return own >= thresholds[labels], thresholds
 
 
-def least_probable_mask(probs, k, largest=False):
-  """(B, C) 0/1 mask of exactly the k least (or most) probable classes of each row."""
-  _, index = jax.lax.top_k(probs if largest else -probs, k)
+def least_probable_mask(probs, k, largest=False, ties="exactly_k"):
+  """(B, C) 0/1 mask of the k least (or most) probable classes of each row: exactly k, or with
+  ties="official" every class at or beyond the k-th value (more than k on exact ties)."""
+  signed = probs if largest else -probs
+  values, index = jax.lax.top_k(signed, k)
+  if ties == "official":
+    return (signed >= values[:, -1:]).astype(probs.dtype)
+  if ties != "exactly_k":
+    raise ValueError(f"config.ncct.mask_ties={ties!r}: expected exactly_k or official")
   return jax.nn.one_hot(index, probs.shape[1]).sum(1)
 
 
-def masked_consistency(weak_negative, strong_negative, selected, k, mask_mode, gradient):
+def masked_consistency(weak_negative, strong_negative, selected, k, mask_mode, gradient,
+                       ties="exactly_k"):
   """L_c: mean over the `selected` samples of -sum_c M P log q (see the module docstring)."""
   p = jax.nn.softmax(weak_negative)
   log_q = jax.nn.log_softmax(strong_negative)
@@ -101,7 +111,8 @@ def masked_consistency(weak_negative, strong_negative, selected, k, mask_mode, g
     raise ValueError(f"config.ncct.target_gradient={gradient!r}: expected weak, both or strong")
   if mask_mode not in ("k_smallest", "k_largest"):
     raise ValueError(f"config.ncct.mask={mask_mode!r}: expected k_smallest or k_largest")
-  mask = least_probable_mask(jax.lax.stop_gradient(p), k, largest=mask_mode == "k_largest")
+  mask = least_probable_mask(jax.lax.stop_gradient(p), k, largest=mask_mode == "k_largest",
+                             ties=ties)
   per_sample = -(mask * p * log_q).sum(1)
   return jnp.sum(per_sample * selected) / jnp.maximum(selected.sum(), 1)
 
@@ -131,7 +142,7 @@ def loss_fn(params, state, batch, rng, *, model, config):
   if c.negative == "consistency":
     negative = masked_consistency(weak_feats["negative_head"],
                                   strong_feats["negative_head"], unsure, c.k, c.mask,
-                                  c.target_gradient)
+                                  c.target_gradient, c.mask_ties)
   elif c.negative == "nlnl":
     num_classes = weak.shape[1]
     other = (labels + jax.random.randint(rng, labels.shape, 1, num_classes)) % num_classes

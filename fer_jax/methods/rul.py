@@ -20,8 +20,8 @@ from fer_jax.models import resnet
 
 
 def build_model(config):
-  m = config.model
-  return resnet.Classifier(m.arch, m.num_classes, m.width, config.dtype, neck="uncertainty")
+  m, dtype = config.model, resnet.compute_dtype(config.dtype)
+  return resnet.Classifier(m.arch, m.num_classes, m.width, dtype, neck="uncertainty")
 
 
 def mix(mu, log_var, perm):

@@ -13,6 +13,16 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+
+def compute_dtype(name):
+  """A config's dtype: "auto" is bfloat16 compute on an accelerator, float32 on the CPU (where
+  bfloat16 convolutions are emulated, hence slower); parameters, optimiser state and BatchNorm
+  statistics stay float32 in every case."""
+  if name == "auto":
+    return "float32" if jax.default_backend() == "cpu" else "bfloat16"
+  return name
+
+
 # torchvision initialises convs with kaiming_normal(mode='fan_out', relu).
 _conv_init = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
 

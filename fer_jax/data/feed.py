@@ -1,0 +1,199 @@
+"""How batches reach the train and eval steps: decoded once into device memory, or streamed.
+
+Every random augmentation runs inside the jitted step (`device_ops`), so the two paths differ
+only in where a batch's raw uint8 images come from:
+
+- "device": each split is decoded once at start-up into a uint8 array held by every local
+  device. The host pipeline then reads only the small per-example fields (label, index,
+  landmarks, ...), and the images of a batch are gathered by index on the devices.
+- "host": the grain pipeline decodes every image of every batch, as a dataset too large for
+  device memory needs (AffectNet), and copies the batch to the devices.
+
+Both paths run the same grain pipeline (same source length, sampler, seed and shuffle), so the
+sampler decides the order on both, its state is what a checkpoint saves, and a run gives the
+same batches, and the same training, on either path.
+
+Images are batched at one stored shape: the shape of the split's images when a probe of them
+agrees, else config.input.image_size (PIL bilinear), e.g. AffectNet's crops of every size.
+With several processes, each decodes and holds only the rows its own pipeline reads.
+"""
+
+import concurrent.futures
+import dataclasses
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import tqdm
+
+from fer_jax import cli
+from fer_jax.data import augment, pipeline
+
+PLACEMENTS = ("auto", "device", "host")
+
+
+def stored_shape(source, size, probe=64):
+  """(H, W) of every batch of `source`: its images' shape when `probe` of them, evenly spaced,
+  agree; otherwise (size, size)."""
+  positions = np.unique(np.linspace(0, len(source) - 1, min(probe, len(source))).astype(int))
+  shapes = {tuple(source.store[_store_row(source, int(i))]["image"].shape[:2]) for i in positions}
+  return shapes.pop() if len(shapes) == 1 else (size, size)
+
+
+def _store_row(source, index):
+  return index if source.rows is None else int(source.rows[index])
+
+
+@dataclasses.dataclass(frozen=True)
+class FieldsStore:
+  """The per-example fields other than the image (e.g. landmarks) of rows kept in memory:
+  position `i` of the split is row `i // stride` (this process's rows are i = p, p + P, ...)."""
+
+  fields: dict
+  length: int
+  stride: int = 1
+
+  def __len__(self):
+    return self.length
+
+  def __getitem__(self, index):
+    return {k: v[index // self.stride] for k, v in self.fields.items()}
+
+
+def decode(source, shape, rows, *, threads=8, progress=True, desc="decoding"):
+  """Decodes `source[rows]` into (images (len(rows), H, W, 3) uint8, {field: array}).
+
+  Images of another shape are resized to `shape` (PIL bilinear), as the host path does.
+  """
+  fit = augment.fit(*shape)
+  first = source.store[_store_row(source, int(rows[0]))] if len(rows) else {}
+  images = np.empty((len(rows), *shape, 3), np.uint8)
+  fields = {k: np.empty((len(rows), *np.shape(v)), np.asarray(v).dtype)
+            for k, v in first.items() if k != "image"}
+
+  def fill(chunk):
+    for j in chunk:
+      record = fit(source.store[_store_row(source, int(rows[j]))], None)
+      images[j] = record["image"]
+      for k in fields:
+        fields[k][j] = record[k]
+    return len(chunk)
+
+  chunks = np.array_split(np.arange(len(rows)), max(1, len(rows) // 256))
+  with (tqdm.tqdm(total=len(rows), desc=desc, unit="img", disable=not progress) as bar,
+        concurrent.futures.ThreadPoolExecutor(max(1, threads)) as pool):
+    for done in pool.map(fill, chunks):
+      bar.update(done)
+  return images, fields
+
+
+_take = jax.jit(lambda images, index: jnp.take(images, index, axis=0))
+
+
+class DeviceImages:
+  """A split's decoded images on every local device; `gather` builds a global batch."""
+
+  def __init__(self, images, sharding, stride=1):
+    self.sharding, self.stride = sharding, stride
+    self.copies = {d: jax.device_put(images, d) for d in sharding.addressable_devices}
+    self.nbytes = images.nbytes
+
+  def gather(self, index):
+    """The images of this process's batch rows `index` (split positions), as a global array
+    sharded like the batch (this process's rows on its devices)."""
+    local = np.asarray(index) // self.stride
+    shape = (len(local) * jax.process_count(), *next(iter(self.copies.values())).shape[1:])
+    rows = {d: range(*s[0].indices(shape[0]))
+            for d, s in self.sharding.addressable_devices_indices_map(shape).items()}
+    first = min(r.start for r in rows.values())  # this process's rows are contiguous
+    shards = [_take(self.copies[d], jax.device_put(local[r.start - first:r.stop - first], d))
+              for d, r in rows.items()]
+    return jax.make_array_from_single_device_arrays(shape, self.sharding, shards)
+
+
+def memory_budget(fraction):
+  """`fraction` of one device's memory (of the host's RAM on a backend that reports none)."""
+  stats = jax.local_devices()[0].memory_stats() or {}
+  total = stats.get("bytes_limit") or os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+  return int(fraction * total)
+
+
+class Feed:
+  """The train and eval inputs of a run on one of the two paths (see the module docstring).
+
+  Attributes:
+    placement: "device" or "host".
+    reason: why, for the log.
+    train_source: what the grain train pipeline reads (without images on the device path).
+    host_ops: the host op string of that pipeline (the resize to the stored shape, if any).
+  """
+
+  def __init__(self, dataset, input_config, sharding, *, progress=True):
+    self.sharding = sharding
+    size = input_config.image_size
+    self.shapes = {split: stored_shape(getattr(dataset, split), size)
+                   for split in ("train", "test")}
+    # Worst case: every image at its stored shape, one copy per device.
+    per_device = sum(len(getattr(dataset, s)) * h * w * 3 / (jax.process_count()
+                     if s == "train" else 1) for s, (h, w) in self.shapes.items())
+    choice = input_config.placement
+    cli.check_name(choice, PLACEMENTS, "config.input.placement")
+    budget = memory_budget(input_config.device_budget)
+    fits = per_device <= budget
+    gb = f"{per_device / 1e9:.2f} GB of decoded images per device"
+    if choice == "auto":
+      self.placement = "device" if fits else "host"
+      self.reason = (f"{gb}, {'within' if fits else 'over'} the budget of {budget / 1e9:.2f} GB "
+                     f"(config.input.device_budget={input_config.device_budget} of the memory)")
+    else:
+      self.placement = choice
+      self.reason = f"config.input.placement={choice!r} ({gb})"
+    self.dataset = dataset
+    if self.placement == "host":
+      self.train_source = dataset.train
+      self.host_ops = augment.fit_spec(self.shapes["train"])
+      return
+    self.host_ops = ""
+    stride, me = jax.process_count(), jax.process_index()
+    threads = input_config.num_threads
+    train = dataset.train
+    images, fields = decode(train, self.shapes["train"], np.arange(me, len(train), stride),
+                            threads=threads, progress=progress, desc="train split -> devices")
+    self.train_images = DeviceImages(images, sharding, stride)
+    self.train_source = dataclasses.replace(train, store=FieldsStore(fields, len(train), stride),
+                                            rows=None)
+    test = dataset.test
+    images, fields = decode(test, self.shapes["test"], np.arange(len(test)), threads=threads,
+                            progress=progress, desc="test split -> devices")
+    self.test_images = DeviceImages(images, sharding)
+    self.test_source = dataclasses.replace(test, store=FieldsStore(fields, len(test)), rows=None)
+
+  def put(self, batch):
+    """A host batch of the train pipeline -> the global batch on the devices, with images."""
+    if self.placement == "host":
+      return pipeline.to_device(batch, self.sharding)
+    out = pipeline.to_device(batch, self.sharding)
+    out["image"] = self.train_images.gather(batch["index"])
+    return out
+
+  def eval_batches(self, global_batch_size):
+    """The test split's padded global batches on the devices (see pipeline.eval_batches)."""
+    if self.placement == "host":
+      for batch in pipeline.eval_batches(self.dataset.test, augment.fit_spec(self.shapes["test"]),
+                                         global_batch_size):
+        yield pipeline.to_device(batch, self.sharding)
+      return
+    for batch in pipeline.eval_batches(self.test_source, "", global_batch_size):
+      out = pipeline.to_device(batch, self.sharding)
+      out["image"] = self.test_images.gather(batch["index"])
+      yield out
+
+
+def describe(feed):
+  """One log line: which input path runs and why."""
+  if feed.placement == "device":
+    return (f"Input: decoded splits on the devices, batches gathered there by index "
+            f"({feed.reason})")
+  return f"Input: host pipeline, every batch decoded by grain and copied ({feed.reason})"
+
