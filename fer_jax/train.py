@@ -249,6 +249,21 @@ def train_and_evaluate(config, workdir):
                      progress=config.progress_bar and jax.process_index() == 0)
   logging.info(feed.describe(inputs))
   train_iter = iter(train_input(config, inputs, config.batch_size // n_proc, steps_per_epoch))
+  p_train_step = jax.jit(
+    functools.partial(train_step, model=model, tx=tx, method=method, config=config,
+                      lr_fn=lr_fns["default"], augment=device_ops.parse(config.input.train_ops)),
+    donate_argnums=0, out_shardings=(replicated, replicated),
+  )
+  p_eval_step = jax.jit(functools.partial(eval_step, model=model,
+                                          num_classes=config.model.num_classes,
+                                          dtype=jnp.dtype(resnet.compute_dtype(config.dtype)),
+                                          preprocess=device_ops.parse(config.input.eval_ops)))
+  # Tracing both steps on real batches checks what only the steps read (the method's config
+  # fields, the batch fields it needs) before anything is written; the traces are reused when
+  # the steps first run.
+  probe = iter(train_input(config, inputs, config.batch_size // n_proc, steps_per_epoch))
+  p_train_step.trace(state, inputs.put(next(probe)), rng)
+  p_eval_step.trace(state, next(inputs.eval_batches(config.eval_batch_size)))
 
   # Every check passed: from here on the workdir is written.
   workdir.mkdir(parents=True, exist_ok=True)
@@ -263,15 +278,6 @@ def train_and_evaluate(config, workdir):
     logging.info("Resumed from %s at step %d", workdir / "checkpoints", int(state.step))
   train_iter = pipeline.Prefetch(train_iter, inputs.put)
 
-  p_train_step = jax.jit(
-    functools.partial(train_step, model=model, tx=tx, method=method, config=config,
-                      lr_fn=lr_fns["default"], augment=device_ops.parse(config.input.train_ops)),
-    donate_argnums=0, out_shardings=(replicated, replicated),
-  )
-  p_eval_step = jax.jit(functools.partial(eval_step, model=model,
-                                          num_classes=config.model.num_classes,
-                                          dtype=jnp.dtype(resnet.compute_dtype(config.dtype)),
-                                          preprocess=device_ops.parse(config.input.eval_ops)))
   step = int(state.step)
   writer = writers.MetricWriter(workdir, resume_step=step)
   pending, postfix = [], {}

@@ -102,7 +102,7 @@ def test_config_builds_the_second_view_as_the_official_code():
   assert noisy.eac.second_view == "reflip" and noisy.noise.kind == "file"
   assert "flip_lr(p=1.0, key='image_flip')" in noisy.input.train_ops
   assert eac_config.get_config("raf_db").eac.second_view == "mirror"
-  with pytest.raises(KeyError, match="image_flip"):
+  with pytest.raises(ValueError, match="image_flip"):
     eac.second_view({"image": jnp.zeros((1, 4, 4, 3))}, noisy)
 
 

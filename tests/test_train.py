@@ -179,6 +179,22 @@ def test_killed_run_resumes_to_the_same_result(tmp_path):
   assert saved["optimizer"]["lr"] == 0.002 and saved["num_epochs"] == 2
 
 
+def test_ctrl_c_stops_with_one_line_naming_the_step_and_the_checkpoint(tmp_path):
+  run = _main(tmp_path / "run", "--config.num_epochs=50")
+  ckpts = tmp_path / "run" / "checkpoints"
+  deadline = time.time() + 240
+  while not (ckpts.exists() and any(p.name.isdigit() for p in ckpts.iterdir())):
+    assert run.poll() is None and time.time() < deadline, run.stdout.read()
+    time.sleep(0.05)
+  run.send_signal(signal.SIGINT)
+  out = run.communicate(timeout=120)[0]
+  assert run.returncode == 130, out
+  assert "Traceback" not in out, out
+  last = out.strip().splitlines()[-1]
+  assert last.startswith("fer_jax main: interrupted") and "stopped after step" in last, last
+  assert "checkpoint of step" in last and "the same command resumes" in last, last
+
+
 def test_mistyped_override_and_changed_config_are_refused(tmp_path):
   bad = _main(tmp_path / "a", "--config.optimizer.learning_rate=1")
   out = bad.communicate()[0]

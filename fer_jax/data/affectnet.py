@@ -22,6 +22,7 @@ import pathlib
 import numpy as np
 import tensorflow_datasets as tfds
 
+from fer_jax import cli
 from fer_jax.data import classes, prepared, sources
 
 COLUMNS = ("subDirectory_filePath", "face_x", "face_y", "face_width", "face_height",
@@ -134,7 +135,7 @@ def load(config):
   train_split ("train" | "train_auto"), test_split ("validation").
   """
   if config.num_classes not in (7, 8):
-    raise ValueError(f"config.dataset.num_classes={config.num_classes}: expected 7 or 8")
+    raise cli.UsageError(f"config.dataset.num_classes={config.num_classes}: expected 7 or 8")
   builder = prepared.open_builder(Affectnet, config)
 
   def split(name):

@@ -22,6 +22,7 @@ import pathlib
 import numpy as np
 import tensorflow_datasets as tfds
 
+from fer_jax import cli
 from fer_jax.data import classes, prepared, sources
 
 PIXELS_FILE, VOTES_FILE = "fer2013.csv", "fer2013new.csv"
@@ -46,7 +47,7 @@ def vote_targets(votes, mode):
     falls on unknown/NF, or that no rule accepts, are not kept (their target row is zero).
   """
   if mode not in LABEL_MODES:
-    raise ValueError(f"label_mode={mode!r}: expected one of {LABEL_MODES}")
+    raise cli.UsageError(f"label_mode={mode!r}: expected one of {LABEL_MODES}")
   targets = np.zeros((len(votes), len(VOTE_COLUMNS)), np.float32)
   for n, row in enumerate(np.asarray(votes, np.float64)):
     v = np.where(row <= 1, 0.0, row)  # a lone vote is an outlier
@@ -163,7 +164,7 @@ def load(config):
   corrupt_images, train_split (e.g. "train+validation"), test_split.
   """
   if config.num_classes not in (7, 8):
-    raise ValueError(f"config.dataset.num_classes={config.num_classes}: expected 7 or 8")
+    raise cli.UsageError(f"config.dataset.num_classes={config.num_classes}: expected 7 or 8")
   builder = prepared.open_builder(Ferplus, config)
   class_names = classes.FERPLUS[: config.num_classes]
 

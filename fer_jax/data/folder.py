@@ -12,6 +12,7 @@ import pathlib
 
 import tensorflow_datasets as tfds
 
+from fer_jax import cli
 from fer_jax.data import prepared, sources
 
 FORMATS = ("folders", "csv")
@@ -90,13 +91,13 @@ def load(config):
   test_split.
   """
   if config.format not in FORMATS:
-    raise ValueError(f"config.dataset.format={config.format!r}: expected one of {FORMATS}")
+    raise cli.UsageError(f"config.dataset.format={config.format!r}: expected one of {FORMATS}")
   builder = prepared.open_builder(Folder, config, config.format)
   found = builder.info.metadata["class_names"]
   wanted = [n.strip() for n in config.class_names.split(",") if n.strip()] or found
   if sorted(wanted) != sorted(found):
-    raise ValueError(f"config.dataset.class_names={config.class_names!r}: the data has the "
-                     f"classes {found}; list each of them once")
+    raise cli.UsageError(f"config.dataset.class_names={config.class_names!r}: the data has the "
+                         f"classes {found}; list each of them once")
   remap = [wanted.index(name) for name in found]
 
   def split(name):

@@ -15,7 +15,7 @@ import zipfile
 
 import numpy as np
 
-from fer_jax import safe_pickle, torch_files
+from fer_jax import cli, safe_pickle, torch_files
 
 NUM_POINTS = 19
 # For each AFLW-19 point, the 68-point indices it is (the mean of): lanet.md §6 option (b).
@@ -43,9 +43,9 @@ def read_torch_tensor(path):
   except safe_pickle.RefusedError:
     raise
   except (zipfile.BadZipFile, pickle.UnpicklingError, KeyError, ValueError) as e:
-    raise ValueError(f"{path}: not a torch.save tensor file ({e})") from e
+    raise cli.UsageError(f"{path}: not a torch.save tensor file ({e})") from e
   if not isinstance(value, np.ndarray):
-    raise ValueError(f"{path}: holds a {type(value).__name__}, expected one tensor")
+    raise cli.UsageError(f"{path}: holds a {type(value).__name__}, expected one tensor")
   return value
 
 
@@ -55,11 +55,11 @@ def load(path, num_examples):
   try:
     points = np.load(path) if path.endswith(".npy") else read_torch_tensor(path)
   except FileNotFoundError as e:
-    raise ValueError(f"{path}: landmark file not found") from e
+    raise cli.UsageError(f"{path}: landmark file not found") from e
   if points.shape != (num_examples, NUM_POINTS, 2):
-    raise ValueError(f"{path}: landmarks of shape {points.shape}, expected ({num_examples}, "
-                     f"{NUM_POINTS}, 2): one row of 19 (x, y) points per training image, in "
-                     "the order of the training list")
+    raise cli.UsageError(f"{path}: landmarks of shape {points.shape}, expected ({num_examples}, "
+                         f"{NUM_POINTS}, 2): one row of 19 (x, y) points per training image, in "
+                         "the order of the training list")
   return points.astype(np.float32)
 
 
@@ -78,7 +78,7 @@ class _WithLandmarks:
 def attach(split, landmarks):
   """`split` (a LabelledSource) whose records carry `landmarks[i]` for its i-th example."""
   if len(landmarks) != len(split):
-    raise ValueError(f"{len(landmarks)} landmark rows for a split of {len(split)} examples")
+    raise cli.UsageError(f"{len(landmarks)} landmark rows for a split of {len(split)} examples")
   # Indexed by store position, so the split's own row mapping stays as it is.
   by_store = np.zeros((len(split.store), NUM_POINTS, 2), np.float32)
   by_store[np.arange(len(split)) if split.rows is None else split.rows] = landmarks

@@ -91,10 +91,10 @@ class ProgressivelyBalancedEpochs:
     empty = [c for c, n in enumerate(self.counts) if n == 0]
     if empty:
       raise cli.UsageError(f"config.input.sampler='progressive': classes {empty} have no training "
-                       "examples on this host; expected every class to have some")
+                           "examples on this host; expected every class to have some")
     if per_epoch > len(self.labels):
       raise cli.UsageError(f"config.input.sampler='progressive': an epoch of {per_epoch} examples "
-                       f"from {len(self.labels)}; set config.input.drop_last=True")
+                           f"from {len(self.labels)}; set config.input.drop_last=True")
     self._epoch = (None, None)
 
   def class_counts(self, epoch):
@@ -178,7 +178,7 @@ def train_dataset(source, ops, *, batch_size, seed, num_threads=8, num_workers=-
     ds = ds.seed(seed)
   else:
     raise cli.UsageError(f"config.input.sampler={sampler!r}: expected 'shuffle', 'balanced' or "
-                     "'progressive'")
+                         "'progressive'")
   ds = ds.random_map(_HostOps(ops))
   ds = ds.batch(batch_size, drop_remainder=True)
   # Elements here are whole batches: keep a couple per reader thread, not 2 * batch_size of

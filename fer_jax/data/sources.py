@@ -15,6 +15,7 @@ import importlib
 import ml_collections
 import numpy as np
 
+from fer_jax import cli
 from fer_jax.data import classes, landmark_files
 
 
@@ -140,7 +141,7 @@ def _module(name):
   except ModuleNotFoundError as e:
     if e.name != f"fer_jax.data.{name}":
       raise
-    raise ValueError(f"config.dataset.name={name!r}: no module fer_jax/data/{name}.py") from e
+    raise cli.UsageError(f"config.dataset.name={name!r}: no module fer_jax/data/{name}.py") from e
 
 
 def default_config(name, **overrides):
@@ -156,8 +157,8 @@ def reorder(dataset, class_names):
   have = [classes.canonical(n) for n in dataset.class_names]
   want = [classes.canonical(n) for n in class_names]
   if sorted(have) != sorted(want):
-    raise ValueError(f"class order {list(class_names)}: dataset {dataset.name!r} has the classes "
-                     f"{list(dataset.class_names)}")
+    raise cli.UsageError(f"class order {list(class_names)}: dataset {dataset.name!r} has the "
+                         f"classes {list(dataset.class_names)}")
   index = np.array([want.index(n) for n in have], np.int32)
 
   def relabel(split):

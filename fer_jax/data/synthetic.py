@@ -23,6 +23,7 @@ import pathlib
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
+from fer_jax import cli
 from fer_jax.data import classes, sources
 
 CLASS_NAMES = classes.RAF_DB
@@ -237,13 +238,13 @@ def load(dataset_config):
   c = dataset_config
   task, num_identities = c.get("task", "expression"), c.get("num_identities", 0)
   if task not in TASKS:
-    raise ValueError(f"config.dataset.task={task!r}: expected one of {list(TASKS)}")
+    raise cli.UsageError(f"config.dataset.task={task!r}: expected one of {list(TASKS)}")
   people = ()
   tag = "synthetic-v2"
   if task == "identity":
     if num_identities < 2:
-      raise ValueError(f"config.dataset.num_identities={num_identities}: the identity task "
-                       "needs at least 2 people")
+      raise cli.UsageError(f"config.dataset.num_identities={num_identities}: the identity task "
+                           "needs at least 2 people")
     # The same people in both splits: drawn from the dataset seed alone.
     people = [draw_identity(np.random.default_rng([c.seed, 2, j]))
               for j in range(num_identities)]

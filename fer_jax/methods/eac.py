@@ -25,6 +25,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from fer_jax import cli
 from fer_jax.methods import views
 from fer_jax.models import resnet
 
@@ -52,12 +53,12 @@ def second_view(batch, config):
     return jnp.flip(batch["image"], axis=2)  # NHWC: axis 2 is the width
   if config.eac.second_view == "reflip":
     if "image_flip" not in batch:
-      raise KeyError("config.eac.second_view='reflip' needs `image_flip` from the host ops: "
-                     "start config.input.train_ops with copy('image_flip')|flip_lr(p=1.0, "
-                     "key='image_flip')")
+      raise cli.UsageError("config.eac.second_view='reflip' needs `image_flip` from the train ops: "
+                           "start config.input.train_ops with copy('image_flip')|flip_lr(p=1.0, "
+                           "key='image_flip')")
     return batch["image_flip"]
-  raise ValueError(f"config.eac.second_view={config.eac.second_view!r}: expected one of "
-                   f"{SECOND_VIEWS}")
+  raise cli.UsageError(f"config.eac.second_view={config.eac.second_view!r}: expected one of "
+                       f"{SECOND_VIEWS}")
 
 
 def loss_fn(params, state, batch, rng, *, model, config):

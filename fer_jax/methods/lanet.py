@@ -34,6 +34,7 @@ import jax.numpy as jnp
 import optax
 from jax.scipy.special import xlogy
 
+from fer_jax import cli
 from fer_jax.methods import per_sample
 from fer_jax.models import landmark_aware, resnet
 
@@ -50,8 +51,8 @@ def init_extra(config, num_train, rng, variables):
   """History table, the two key queues with their pseudo-labels, and the key encoder."""
   c = config.lanet
   if c.queue_size % config.batch_size:
-    raise ValueError(f"config.lanet.queue_size={c.queue_size} must be a multiple of "
-                     f"config.batch_size={config.batch_size} (whole batches are enqueued)")
+    raise cli.UsageError(f"config.lanet.queue_size={c.queue_size} must be a multiple of "
+                         f"config.batch_size={config.batch_size} (whole batches are enqueued)")
   params = variables["params"]
   dim = params["projection_v"]["fc2"]["bias"].shape[0]
   queue_u, queue_v = (landmark_aware.normalize(jax.random.normal(k, (c.queue_size, dim)))
@@ -133,8 +134,9 @@ def loss_fn(params, state, batch, rng, *, model, config):
   del rng
   c = config.lanet
   if "landmarks" not in batch:
-    raise KeyError("LA-Net trains on landmarks, and the training records have none: set "
-                   "config.dataset.train_landmarks to a (N, 19, 2) landmark file (configs/lanet.py)")
+    raise cli.UsageError("LA-Net trains on landmarks, and the training records have none: set "
+                         "config.dataset.train_landmarks to a (N, 19, 2) landmark file "
+                         "(configs/lanet.py)")
   extra = state.extra
   labels, index = batch["label"], batch["index"]
   (logits, out), mutated = model.apply(

@@ -42,7 +42,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from fer_jax import optim
+from fer_jax import cli, optim
 from fer_jax.methods import views
 from fer_jax.models import resnet
 
@@ -75,8 +75,8 @@ def class_thresholds(probs, labels, mode, clamp=(0.35, 0.65)):
   if mode == "class_mean":
     onehot = jax.nn.one_hot(labels, probs.shape[1])
     return (probs * onehot).sum(0) / jnp.maximum(onehot.sum(0), 1), probs
-  raise ValueError(f"config.ncct.threshold={mode!r}: expected clamped_batch_mean, batch_mean "
-                   "or class_mean")
+  raise cli.UsageError(f"config.ncct.threshold={mode!r}: expected clamped_batch_mean, batch_mean "
+                       "or class_mean")
 
 
 def confident(probs, labels, mode):
@@ -94,7 +94,7 @@ def least_probable_mask(probs, k, largest=False, ties="exactly_k"):
   if ties == "official":
     return (signed >= values[:, -1:]).astype(probs.dtype)
   if ties != "exactly_k":
-    raise ValueError(f"config.ncct.mask_ties={ties!r}: expected exactly_k or official")
+    raise cli.UsageError(f"config.ncct.mask_ties={ties!r}: expected exactly_k or official")
   return jax.nn.one_hot(index, probs.shape[1]).sum(1)
 
 
@@ -108,9 +108,9 @@ def masked_consistency(weak_negative, strong_negative, selected, k, mask_mode, g
   elif gradient == "strong":
     p = jax.lax.stop_gradient(p)
   elif gradient != "both":
-    raise ValueError(f"config.ncct.target_gradient={gradient!r}: expected weak, both or strong")
+    raise cli.UsageError(f"config.ncct.target_gradient={gradient!r}: expected weak, both or strong")
   if mask_mode not in ("k_smallest", "k_largest"):
-    raise ValueError(f"config.ncct.mask={mask_mode!r}: expected k_smallest or k_largest")
+    raise cli.UsageError(f"config.ncct.mask={mask_mode!r}: expected k_smallest or k_largest")
   mask = least_probable_mask(jax.lax.stop_gradient(p), k, largest=mask_mode == "k_largest",
                              ties=ties)
   per_sample = -(mask * p * log_q).sum(1)
@@ -153,7 +153,7 @@ def loss_fn(params, state, batch, rng, *, model, config):
   elif c.negative == "none":
     negative = jnp.float32(0.0)
   else:
-    raise ValueError(f"config.ncct.negative={c.negative!r}: expected consistency, nlnl or none")
+    raise cli.UsageError(f"config.ncct.negative={c.negative!r}: expected consistency, nlnl or none")
 
   epoch = state.step // state.extra["steps_per_epoch"]
   warm = epoch < c.warmup_epochs

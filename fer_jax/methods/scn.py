@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from fer_jax import optim
+from fer_jax import cli, optim
 from fer_jax.methods import per_sample
 from fer_jax.models import resnet
 
@@ -50,7 +50,7 @@ def loss_fn(params, state, batch, rng, *, model, config):
   del rng
   c = config.scn
   if c.relabel_group not in ("all", "low"):
-    raise ValueError(f"config.scn.relabel_group={c.relabel_group!r}: expected 'all' or 'low'")
+    raise cli.UsageError(f"config.scn.relabel_group={c.relabel_group!r}: expected 'all' or 'low'")
   (logits, feats), mutated = model.apply(
     {"params": params, "batch_stats": state.batch_stats}, batch["image"], train=True,
     mutable=["batch_stats"])

@@ -13,6 +13,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from fer_jax import cli
+
 
 def compute_dtype(name):
   """A config's dtype: "auto" is bfloat16 compute on an accelerator, float32 on the CPU (where
@@ -264,7 +266,7 @@ class Classifier(nn.Module):
     elif self.neck == "pool":
       pooled = feats["pre_logits"]
     else:
-      raise ValueError(f"config.model.neck={self.neck!r}: expected 'pool' or 'uncertainty'")
+      raise cli.UsageError(f"config.model.neck={self.neck!r}: expected 'pool' or 'uncertainty'")
     feats = {**feats, **{name: TorchDense(size, self.dtype, name=name)(pooled)
                          for name, size in self.extra_heads}}
     if not self.classify:
@@ -274,5 +276,5 @@ class Classifier(nn.Module):
 
 def build_backbone(arch, width=64, dtype=jnp.float32, name=None):
   if arch not in ARCHS:
-    raise ValueError(f"config.model.arch={arch!r}: expected one of {sorted(ARCHS)}")
+    raise cli.UsageError(f"config.model.arch={arch!r}: expected one of {sorted(ARCHS)}")
   return ARCHS[arch](width=width, dtype=dtype, name=name)
