@@ -313,6 +313,7 @@ def train_and_evaluate(config, workdir):
         postfix["eval_acc"] = f"{report['accuracy']:.4f}"
         bar.set_postfix(postfix)
       if epoch_end or step % config.checkpoint_every_steps == 0:
+        writer.flush()  # the logged rows up to a checkpoint survive a crash after it
         ckpt.save(step, state, rng, train_iter.get_state(), meta)
   except KeyboardInterrupt:
     bar.close()

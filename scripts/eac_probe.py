@@ -23,7 +23,7 @@ sys.path.insert(0, ".")  # run from the repository root: configs/ is not a packa
 
 from configs import eac as eac_config  # noqa: E402
 from fer_jax import noise, optim, train  # noqa: E402
-from fer_jax.data import pipeline, sources  # noqa: E402
+from fer_jax.data import device_ops, pipeline, sources  # noqa: E402
 from fer_jax.methods import eac  # noqa: E402
 from fer_jax.models import weights  # noqa: E402
 
@@ -43,9 +43,10 @@ def steps(f):
   tx, lr_fns = optim.make(config.optimizer, steps_per_epoch, steps_per_epoch * config.num_epochs)
   state = train.create_state(config, model, tx, eac, len(dataset.train), jax.random.key(0), None)
   step = jax.jit(functools.partial(train.train_step, model=model, tx=tx, method=eac,
-                                   config=config, lr_fn=lr_fns["default"]))
-  batches = iter(pipeline.train_dataset(dataset.train, config.input.train_ops,
-                                        batch_size=config.batch_size, seed=0, num_threads=2))
+                                   config=config, lr_fn=lr_fns["default"],
+                                   augment=device_ops.parse(config.input.train_ops)))
+  batches = iter(pipeline.train_dataset(dataset.train, "", batch_size=config.batch_size, seed=0,
+                                        num_threads=2))
 
   @jax.jit
   def probe(state):

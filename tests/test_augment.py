@@ -6,7 +6,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from fer_jax.data import augment, pipeline, synthetic
+from fer_jax.data import pipeline, synthetic
+from tests import host_ops
 
 
 def _example(seed=0, size=64):
@@ -15,7 +16,7 @@ def _example(seed=0, size=64):
 
 
 def test_random_erasing_follows_torchvision_distribution():
-  op = augment.random_erasing(scale=(0.02, 0.25))
+  op = host_ops.random_erasing(scale=(0.02, 0.25))
   rng = np.random.default_rng(0)
   boxes = np.array([op({"image": np.zeros((224, 224, 3), np.uint8)}, rng)["image_erase"]
                     for _ in range(4000)])
@@ -45,12 +46,12 @@ def test_erased_pixels_are_zero_after_normalisation():
 
 def test_flip_mirrors_pixels_and_landmarks_and_is_an_involution():
   ex = _example()
-  flipped = augment.flip_lr(p=1.0)(ex, np.random.default_rng(0))
+  flipped = host_ops.flip_lr(p=1.0)(ex, np.random.default_rng(0))
   np.testing.assert_array_equal(flipped["image"], ex["image"][:, ::-1])
   # Left brow outer (0) of the flip is the mirrored right brow outer (5) of the original.
   np.testing.assert_allclose(flipped["landmarks"][0], [64 - ex["landmarks"][5][0],
                                                        ex["landmarks"][5][1]])
-  back = augment.flip_lr(p=1.0)(flipped, np.random.default_rng(0))
+  back = host_ops.flip_lr(p=1.0)(flipped, np.random.default_rng(0))
   np.testing.assert_allclose(back["landmarks"], ex["landmarks"], rtol=1e-5)
   # Image-left points stay image-left after flipping.
   assert flipped["landmarks"][0, 0] < flipped["landmarks"][5, 0]
@@ -58,7 +59,7 @@ def test_flip_mirrors_pixels_and_landmarks_and_is_an_involution():
 
 def test_resize_and_pad_crop_move_landmarks_with_pixels():
   ex = _example()
-  small = augment.resize(32)(ex, None)
+  small = host_ops.resize(32)(ex, None)
   assert small["image"].shape == (32, 32, 3)
   np.testing.assert_allclose(small["landmarks"], ex["landmarks"] / 2)
   # A single bright pixel and a landmark on it stay together through pad_crop.
@@ -66,7 +67,7 @@ def test_resize_and_pad_crop_move_landmarks_with_pixels():
   img[5, 9] = 255
   ex = {"image": img, "landmarks": np.array([[9.5, 5.5]] * 19, np.float32)}
   for seed in range(10):
-    out = augment.pad_crop(4)(ex, np.random.default_rng(seed))
+    out = host_ops.pad_crop(4)(ex, np.random.default_rng(seed))
     ys, xs = np.nonzero(out["image"][..., 0])
     if len(ys):
       np.testing.assert_allclose(out["landmarks"][0], [xs[0] + 0.5, ys[0] + 0.5])
@@ -74,21 +75,21 @@ def test_resize_and_pad_crop_move_landmarks_with_pixels():
 
 def test_gaussian_noise_truncates_in_uint8_space():
   ex = {"image": np.full((64, 64, 3), 128, np.uint8)}
-  out = augment.gaussian_noise(p=1.0, var=30.0)(ex, np.random.default_rng(0))["image"]
+  out = host_ops.gaussian_noise(p=1.0, var=30.0)(ex, np.random.default_rng(0))["image"]
   assert out.dtype == np.uint8
   assert 5.0 < out.astype(float).std() < 6.0  # sqrt(30) = 5.48
 
 
 def test_parse_is_deterministic_and_rejects_unknown_ops():
-  ops = augment.parse("resize(32)|flip_lr|random_erasing(scale=(0.02, 0.25))")
+  ops = host_ops.parse("resize(32)|flip_lr|random_erasing(scale=(0.02, 0.25))")
   a = ops(_example(), np.random.default_rng(7))
   b = ops(_example(), np.random.default_rng(7))
   for k in a:
     np.testing.assert_array_equal(a[k], b[k])
   with pytest.raises(ValueError, match="'rotate'.*expected one of"):
-    augment.parse("resize(32)|rotate(10)")
+    host_ops.parse("resize(32)|rotate(10)")
   with pytest.raises(ValueError, match="'resize\\(32'"):
-    augment.parse("resize(32")
+    host_ops.parse("resize(32")
 
 
 @pytest.mark.parametrize("name", ["Rotate", "ShearX", "ShearY", "TranslateX", "TranslateY"])
@@ -98,7 +99,7 @@ def test_rand_augment_geometric_ops_move_landmarks_with_pixels(name):
   image = np.zeros((64, 64, 3), np.uint8)
   for x, y in points.astype(int):
     image[y - 1 : y + 2, x - 1 : x + 2] = 255  # 3x3 blobs survive nearest resampling
-  out = augment._RANDAUG_POOL[name]({"image": image, "landmarks": points}, "image", 9,
+  out = host_ops._RANDAUG_POOL[name]({"image": image, "landmarks": points}, "image", 9,
                                     np.random.default_rng(1))
   assert out["image"].shape == image.shape and out["image"].dtype == np.uint8
   moved = out["landmarks"]
@@ -109,12 +110,12 @@ def test_rand_augment_geometric_ops_move_landmarks_with_pixels(name):
 
 def test_rand_augment_and_cutout_follow_the_fixmatch_pool():
   ex = {"image": np.full((8, 8, 3), 200, np.uint8)}
-  assert augment._RANDAUG_POOL["Solarize"](ex, "image", 9, None)["image"][0, 0, 0] == 55
-  assert augment._RANDAUG_POOL["Posterize"](ex, "image", 9, None)["image"][0, 0, 0] == 200 & ~1
-  brighter = augment._RANDAUG_POOL["Brightness"](ex, "image", 9, None)["image"]
+  assert host_ops._RANDAUG_POOL["Solarize"](ex, "image", 9, None)["image"][0, 0, 0] == 55
+  assert host_ops._RANDAUG_POOL["Posterize"](ex, "image", 9, None)["image"][0, 0, 0] == 200 & ~1
+  brighter = host_ops._RANDAUG_POOL["Brightness"](ex, "image", 9, None)["image"]
   assert brighter[0, 0, 0] == int(200 * 0.86 + 0.5) or brighter[0, 0, 0] == int(200 * 0.86)
   # Two ops, then the 16-px grey box: the strong view of NCCTFER, on its own key.
-  op = augment.parse("copy('image_strong')|rand_augment(2, key='image_strong')|"
+  op = host_ops.parse("copy('image_strong')|rand_augment(2, key='image_strong')|"
                      "cutout(16, key='image_strong')")
   base = _example(0, 64)
   changed = 0

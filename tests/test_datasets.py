@@ -312,16 +312,18 @@ def test_image_folders_and_csv_lists(tmp_path):
 
 
 def test_prepared_once_then_read_from_array_record(tmp_path):
-  """After preparing, runs read the ArrayRecord copy: neither images nor parsing are needed."""
+  """After preparing, runs of the unchanged copy read the ArrayRecord copy; a copy whose images
+  were removed since is not read from the stale preparation."""
   make_raf(tmp_path / "raf")
   config = raf_config(tmp_path, tmp_path / "raf")
   first = sources.load(config)
-  expected = first.train[5]["image"]
-  for path in (tmp_path / "raf/Image/aligned").iterdir():
-    path.unlink()
   again = sources.load(config)
-  np.testing.assert_array_equal(again.train[5]["image"], expected)
-  assert again.train.names == first.train.names
+  assert again.source == first.source and again.train.names == first.train.names
+  np.testing.assert_array_equal(again.train[5]["image"], first.train[5]["image"])
+  assert len(list((tmp_path / "prepared").iterdir())) == 1  # prepared once
+  (tmp_path / "raf/Image/aligned/train_00006_aligned.jpg").unlink()
+  with pytest.raises(prepared.DataError, match="train_00006.*does not exist"):
+    sources.load(config)
 
 
 def test_affectnet_bad_rows_and_boxes_outside_the_image(tmp_path):

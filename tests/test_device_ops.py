@@ -12,7 +12,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from fer_jax.data import augment, device_ops, pipeline, synthetic
+from fer_jax.data import device_ops, pipeline, synthetic
+from tests import host_ops
 
 
 def _face(seed=0, size=32, label=3):
@@ -56,7 +57,7 @@ def test_parse_reads_every_config_pipeline_like_the_host():
   host_ex = {**_face(size=40), "index": np.int32(0)}
   dev_ex = {k: jax.ShapeDtypeStruct(np.shape(v), np.asarray(v).dtype) for k, v in host_ex.items()}
   for spec in specs:
-    host = augment.parse(spec)(host_ex, np.random.default_rng(0))
+    host = host_ops.parse(spec)(host_ex, np.random.default_rng(0))
     dev = jax.eval_shape(device_ops.parse(spec).example, dev_ex, jax.random.key(0))
     assert sorted(dev) == sorted(host), spec
     for k, v in host.items():
@@ -93,13 +94,13 @@ def test_resize_equals_pil(resample):
                           ((29, 37), 33, 3), ((30, 36), 30, 4), ((24, 24), 24, 5)]:
     ex = _face(seed, size=max(src))
     ex["image"] = np.asarray(ex["image"][: src[0], : src[1]])
-    host = augment.resize(size, resample=resample)(ex, None)
+    host = host_ops.resize(size, resample=resample)(ex, None)
     apply = jax.jit(device_ops.resize(size, resample=resample).apply)
     _assert_same(apply(_device(ex), ()), host, atol_landmarks=0)
 
 
 def _host_crop_box(rng, h, w, scale, ratio):
-  """augment.random_resized_crop's draws, replayed from a copy of its generator."""
+  """host_ops.random_resized_crop's draws, replayed from a copy of its generator."""
   log_ratio = (math.log(ratio[0]), math.log(ratio[1]))
   for _ in range(10):
     area = h * w * rng.uniform(*scale)
@@ -113,7 +114,7 @@ def _host_crop_box(rng, h, w, scale, ratio):
 @pytest.mark.parametrize("truncate", [False, True])
 def test_random_resized_crop_equals_host_on_the_same_draws(truncate):
   kw = {"scale": (0.08, 1.0), "truncate_landmarks": truncate}
-  host_op = augment.random_resized_crop(24, **kw)
+  host_op = host_ops.random_resized_crop(24, **kw)
   op = device_ops.random_resized_crop(24, **kw)
   apply = jax.jit(op.apply)
   for seed in range(12):
@@ -123,7 +124,7 @@ def test_random_resized_crop_equals_host_on_the_same_draws(truncate):
     _assert_same(apply(_device(ex), jnp.array(box, jnp.int32)), host)
   # When no try fits, the centre crop at the nearest allowed aspect: (0, 7, 36, 22) here.
   ex = _face(size=36)
-  host = augment.random_resized_crop(24, scale=(0.9, 1.0), ratio=(0.5, 0.6))(
+  host = host_ops.random_resized_crop(24, scale=(0.9, 1.0), ratio=(0.5, 0.6))(
     ex, np.random.default_rng(0))
   op = device_ops.random_resized_crop(24, scale=(0.9, 1.0), ratio=(0.5, 0.6))
   box = _draws(op, _device(ex), 4)
@@ -151,7 +152,7 @@ def _box_stats(boxes, h, w):
 def test_random_resized_crop_draws_like_the_host():
   n = 3000
   for scale, ratio in [((0.08, 1.0), (3 / 4, 4 / 3)), ((0.6, 1.0), (0.5, 0.8))]:
-    host = _host_boxes(augment.random_resized_crop(8, scale=scale, ratio=ratio), 32, 32, 8, n)
+    host = _host_boxes(host_ops.random_resized_crop(8, scale=scale, ratio=ratio), 32, 32, 8, n)
     op = device_ops.random_resized_crop(8, scale=scale, ratio=ratio)
     dev = _draws(op, {"image": jnp.zeros((32, 32, 3))}, n)
     assert (dev[:, :2] >= 0).all() and (dev[:, :2] + dev[:, 2:] <= 32).all()
@@ -175,7 +176,7 @@ def test_random_resized_crop_draws_like_the_host():
 def test_flip_equals_host(swap):
   ex = _face(1)
   apply = jax.jit(device_ops.flip_lr(swap_landmarks=swap).apply)
-  host = augment.flip_lr(p=1.0, swap_landmarks=swap)(ex, np.random.default_rng(0))
+  host = host_ops.flip_lr(p=1.0, swap_landmarks=swap)(ex, np.random.default_rng(0))
   _assert_same(apply(_device(ex), jnp.bool_(True)), host, atol_landmarks=0)
   _assert_same(apply(_device(ex), jnp.bool_(False)), ex, atol_landmarks=0)
   if swap:  # image-left points stay image-left
@@ -193,7 +194,7 @@ def test_pad_crop_equals_host_at_every_offset():
   for seed in range(60):
     offset = np.random.default_rng(seed).integers(0, 9, 2)
     seen.add(tuple(offset))
-    host = augment.pad_crop(4)(ex, np.random.default_rng(seed))
+    host = host_ops.pad_crop(4)(ex, np.random.default_rng(seed))
     _assert_same(apply(_device(ex), jnp.asarray(offset, jnp.int32)), host, atol_landmarks=0)
   assert len(seen) > 40
   offsets = _draws(op, _device(ex), 9000)
@@ -212,7 +213,7 @@ def test_noise_ops_equal_host_on_the_same_draws():
     fire = rng.random() < 0.5
     noise = rng.normal(0.0, math.sqrt(30.0), ex["image"].shape) if fire else np.zeros((24, 24, 3))
     params = {"fire": jnp.bool_(fire), "noise": jnp.asarray(noise, jnp.float32)}
-    host = augment.gaussian_noise(p=0.5, var=30.0)(ex, np.random.default_rng(seed))
+    host = host_ops.gaussian_noise(p=0.5, var=30.0)(ex, np.random.default_rng(seed))
     _assert_same(noise_apply(_device(ex), params), host)
 
     rng = np.random.default_rng(seed)
@@ -224,7 +225,7 @@ def test_noise_ops_equal_host_on_the_same_draws():
     kinds.add((fire, flip))
     params = {"fire": jnp.bool_(fire), "flip": jnp.bool_(flip),
               "noise": jnp.asarray(noise, jnp.float32)}
-    host = augment.basic_aug(p=0.5)(ex, np.random.default_rng(seed))
+    host = host_ops.basic_aug(p=0.5)(ex, np.random.default_rng(seed))
     _assert_same(basic_apply(_device(ex), params), host)
   assert len(kinds) == 3  # none, flip and noise were all compared
 
@@ -232,8 +233,8 @@ def test_noise_ops_equal_host_on_the_same_draws():
 def test_noise_ops_draw_like_the_host():
   ex = {"image": np.full((16, 16, 3), 128, np.uint8)}
   n = 2000
-  host_noise = augment.gaussian_noise(p=0.3, var=30.0)
-  host_basic = augment.basic_aug(p=0.6)
+  host_noise = host_ops.gaussian_noise(p=0.3, var=30.0)
+  host_basic = host_ops.basic_aug(p=0.6)
   rng = np.random.default_rng(0)
   host = {"noise": np.array([host_noise(ex, rng)["image"] for _ in range(n)], float),
           "basic": np.array([host_basic(ex, rng)["image"] for _ in range(n)], float)}
@@ -259,7 +260,7 @@ def test_random_erasing_draws_like_the_host():
   for (h, w), kw in [((24, 20), {"scale": (0.02, 0.25), "p": 0.5}),
                      ((16, 16), {"scale": (0.7, 0.95), "p": 1.0})]:
     ex = {"image": np.zeros((h, w, 3), np.uint8)}
-    host_op = augment.random_erasing(**kw)
+    host_op = host_ops.random_erasing(**kw)
     rng = np.random.default_rng(0)
     host = np.array([host_op(ex, rng)["image_erase"] for _ in range(n)])
     op = device_ops.random_erasing(**kw)
@@ -288,7 +289,7 @@ def test_sample_label_equals_host_on_the_same_draws():
   ex = {"image": np.zeros((4, 4, 3), np.uint8), "label": np.int32(0), "soft_label": probs}
   labels = []
   for seed in range(200):
-    host = augment.sample_label()(ex, np.random.default_rng(seed))
+    host = host_ops.sample_label()(ex, np.random.default_rng(seed))
     out = apply(_device(ex), jnp.float32(np.random.default_rng(seed).random()))
     _assert_same(out, host)
     labels.append(int(out["label"]))
@@ -307,7 +308,7 @@ def test_cutout_equals_host_on_the_same_draws():
     rng = np.random.default_rng(seed)
     left = int(max(0.0, 24 * rng.random() - 5))
     top = int(max(0.0, 24 * rng.random() - 5))
-    host = augment.cutout(10, fill=127)(ex, np.random.default_rng(seed))
+    host = host_ops.cutout(10, fill=127)(ex, np.random.default_rng(seed))
     _assert_same(apply(_device(ex), jnp.array([top, left], jnp.int32)), host, atol_landmarks=0)
   corners = _draws(op, _device(ex), 4000)
   # top = floor(max(0, U(0, 24) - 5)): 0 with probability 6/24, else uniform on 1..18.
@@ -321,7 +322,7 @@ def test_cutout_equals_host_on_the_same_draws():
 
 @pytest.mark.parametrize("strength", [(0.4, 0.4, 0.4), (0.0, 0.8, 1.5)])
 def test_color_jitter_equals_host_on_the_same_draws(strength):
-  host_op = augment.color_jitter(*strength)
+  host_op = host_ops.color_jitter(*strength)
   op = device_ops.color_jitter(*strength)
   apply = jax.jit(op.apply)
   enabled = [x for x in strength if x > 0]
@@ -343,7 +344,7 @@ def test_color_jitter_draws_like_the_host():
   ex = {"image": np.full((4, 4, 3), 100, np.uint8)}
   n = 3000
   rng = np.random.default_rng(0)
-  host_op = augment.color_jitter(brightness=1.5)
+  host_op = host_ops.color_jitter(brightness=1.5)
   host = np.array([host_op(ex, rng)["image"][0, 0, 0] for _ in range(n)], float)
   op = device_ops.color_jitter(brightness=1.5)
   run = jax.jit(jax.vmap(lambda k: op.apply(_device(ex), op.draw(k, _device(ex)))["image"]))
@@ -385,7 +386,7 @@ def _pool_inputs():
 
 def test_rand_augment_pool_equals_host():
   """Every pool op at every magnitude and sign, exactly (landmarks to float32 rounding)."""
-  assert device_ops.POOL == tuple(augment._RANDAUG_POOL)
+  assert device_ops.POOL == tuple(host_ops._RANDAUG_POOL)
   signed = ("Rotate", "ShearX", "ShearY", "TranslateX", "TranslateY")
   cases = [(name, v, negate) for name in device_ops.POOL for v in range(1, 10)
            for negate in ((False, True) if name in signed else (False,))]
@@ -393,19 +394,19 @@ def test_rand_augment_pool_equals_host():
   op = np.array([device_ops.POOL.index(name) for name in op])
   pool_op = jax.jit(jax.vmap(device_ops.pool_op, in_axes=(None, None, 0, 0, 0)))
   inputs = _pool_inputs()
-  autocontrast = augment._RANDAUG_POOL["AutoContrast"](inputs[3], "image", 1, None)["image"]
+  autocontrast = host_ops._RANDAUG_POOL["AutoContrast"](inputs[3], "image", 1, None)["image"]
   assert autocontrast.max() == 254  # the float64 quirk is exercised
   for ex in inputs:
     images, points = jax.device_get(pool_op(jnp.asarray(ex["image"], jnp.float32),
                                             jnp.asarray(ex["landmarks"]), op, v, negate))
     for i, (name, magnitude, neg) in enumerate(cases):
-      host = augment._RANDAUG_POOL[name](ex, "image", magnitude, _SignRng(neg))
+      host = host_ops._RANDAUG_POOL[name](ex, "image", magnitude, _SignRng(neg))
       _assert_same({"image": images[i], "landmarks": points[i]},
                    {k: host[k] for k in ("image", "landmarks")}, atol_landmarks=2e-5)
 
 
 def _host_rand_augment_params(rng, n, p):
-  """augment.rand_augment's draws, replayed from a copy of its generator."""
+  """host_ops.rand_augment's draws, replayed from a copy of its generator."""
   params = {"op": rng.integers(0, len(device_ops.POOL), n), "magnitude": np.zeros(n, int),
             "fire": np.zeros(n, bool), "negate": np.zeros(n, bool)}
   for i in range(n):
@@ -419,7 +420,7 @@ def _host_rand_augment_params(rng, n, p):
 def test_rand_augment_equals_host_on_the_same_draws():
   op = device_ops.rand_augment(3, p=0.7, key="image_strong")
   apply = jax.jit(op.apply)
-  host_op = augment.rand_augment(3, p=0.7, key="image_strong")
+  host_op = host_ops.rand_augment(3, p=0.7, key="image_strong")
   for seed in range(12):
     ex = _face(seed, size=24, label=seed % 7)
     ex["image_strong"] = ex["image"]
@@ -431,19 +432,19 @@ def test_rand_augment_equals_host_on_the_same_draws():
 def test_rand_augment_draws_like_the_host(monkeypatch):
   calls = []
   for name in device_ops.POOL:
-    monkeypatch.setitem(augment._RANDAUG_POOL, name,
+    monkeypatch.setitem(host_ops._RANDAUG_POOL, name,
                         lambda ex, k, v, rng, name=name: calls.append((name, v)) or ex)
-  host_op = augment.rand_augment(2, p=0.6)
+  host_op = host_ops.rand_augment(2, p=0.6)
   rng = np.random.default_rng(0)
   n = 3000
   ex = {"image": np.zeros((8, 8, 3), np.uint8)}
   for _ in range(n):
     host_op(ex, rng)
-  host_ops = np.array([device_ops.POOL.index(name) for name, _ in calls])
+  host_choices = np.array([device_ops.POOL.index(name) for name, _ in calls])
   host_magnitudes = np.array([v for _, v in calls])
   dev = _draws(device_ops.rand_augment(2, p=0.6), _device(ex), n)
   fired = dev["fire"].ravel()
-  for ops, magnitudes, rate in [(host_ops, host_magnitudes, len(calls) / (2 * n)),
+  for ops, magnitudes, rate in [(host_choices, host_magnitudes, len(calls) / (2 * n)),
                                 (dev["op"].ravel()[fired], dev["magnitude"].ravel()[fired],
                                  fired.mean())]:
     assert abs(rate - 0.6) < 0.02
@@ -465,7 +466,7 @@ def test_pipeline_without_randomness_equals_host_end_to_end():
           "flip_lr(p=0.0)|random_resized_crop(16, scale=(0.9, 1.0), ratio=(0.5, 0.6), "
           "key='image_b')")
   examples = [{**_face(seed, size=36), "index": np.int32(seed)} for seed in range(2)]
-  host = [augment.parse(spec)(ex, np.random.default_rng(0)) for ex in examples]
+  host = [host_ops.parse(spec)(ex, np.random.default_rng(0)) for ex in examples]
   batch = {k: jnp.asarray(np.stack([ex[k] for ex in examples])) for k in examples[0]}
   out = jax.jit(device_ops.parse(spec))(batch, jax.random.key(0))
   for i, h in enumerate(host):

@@ -13,10 +13,10 @@ import pytest
 
 from configs import lanet as lanet_config
 from fer_jax import optim, train
-from fer_jax.data import augment, landmark_files, pipeline, sources
+from fer_jax.data import landmark_files, pipeline, sources
 from fer_jax.methods import lanet, per_sample
 from fer_jax.models import landmark_aware, weights
-from tests import steps
+from tests import host_ops, steps
 from tests.test_train import on_one_and_two_devices
 
 
@@ -226,10 +226,10 @@ def test_crop_and_flip_move_landmarks_with_the_pixels():
   points = np.tile(np.array([[42.0, 22.0]], np.float32), (19, 1))
   ex = {"image": image, "landmarks": points}
   rng = np.random.default_rng(3)
-  out = augment.random_resized_crop(64, scale=(0.75, 1.0))(ex, rng)
+  out = host_ops.random_resized_crop(64, scale=(0.75, 1.0))(ex, rng)
   ys, xs = np.nonzero(out["image"][..., 0] > 128)
   np.testing.assert_allclose(out["landmarks"][0], [xs.mean() + 0.5, ys.mean() + 0.5], atol=1.0)
-  flipped = augment.flip_lr(p=1.0, swap_landmarks=False)(ex, rng)
+  flipped = host_ops.flip_lr(p=1.0, swap_landmarks=False)(ex, rng)
   assert flipped["landmarks"][0].tolist() == [22.0, 22.0]  # mirrored, same index
 
 

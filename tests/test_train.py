@@ -15,7 +15,7 @@ import pytest
 
 from configs import baseline
 from fer_jax import predict, train
-from fer_jax.data import augment, pipeline, sources
+from fer_jax.data import augment, device_ops, pipeline, sources
 from tests import steps
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -149,17 +149,21 @@ def _main(workdir, *extra):
     cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
+def _wait_for_a_checkpoint(process, workdir, timeout=240):
+  ckpts = workdir / "checkpoints"
+  deadline = time.time() + timeout
+  while not (ckpts.exists() and any(p.name.isdigit() for p in ckpts.iterdir())):
+    assert process.poll() is None and time.time() < deadline, process.stdout.read()
+    time.sleep(0.05)
+
+
 def test_killed_run_resumes_to_the_same_result(tmp_path):
   # One run after the other: the later ones find the dataset and the compiled steps cached.
   reference = _main(tmp_path / "ref")
   out = reference.communicate()[0]
   assert reference.returncode == 0, out
   killed = _main(tmp_path / "killed")
-  ckpts = tmp_path / "killed" / "checkpoints"
-  deadline = time.time() + 240
-  while not (ckpts.exists() and any(p.name.isdigit() for p in ckpts.iterdir())):
-    assert killed.poll() is None and time.time() < deadline, killed.stdout.read()
-    time.sleep(0.05)
+  _wait_for_a_checkpoint(killed, tmp_path / "killed")
   killed.send_signal(signal.SIGKILL)
   killed.wait()
   assert killed.returncode == -signal.SIGKILL
@@ -168,6 +172,10 @@ def test_killed_run_resumes_to_the_same_result(tmp_path):
   log = resumed.communicate()[0]
   assert resumed.returncode == 0, log
   assert "Resumed from" in log
+  # The steps trained twice are logged once: rows after the checkpoint were dropped on resume.
+  rows = [json.loads(x) for x in (tmp_path / "killed/metrics.jsonl").read_text().splitlines()]
+  ref_rows = [json.loads(x) for x in (tmp_path / "ref/metrics.jsonl").read_text().splitlines()]
+  assert [(r["step"], sorted(r)) for r in rows] == [(r["step"], sorted(r)) for r in ref_rows]
   ref = json.loads((tmp_path / "ref" / "summary.json").read_text())
   got = json.loads((tmp_path / "killed" / "summary.json").read_text())
   assert len(got["history"]) == 2
@@ -181,11 +189,7 @@ def test_killed_run_resumes_to_the_same_result(tmp_path):
 
 def test_ctrl_c_stops_with_one_line_naming_the_step_and_the_checkpoint(tmp_path):
   run = _main(tmp_path / "run", "--config.num_epochs=50")
-  ckpts = tmp_path / "run" / "checkpoints"
-  deadline = time.time() + 240
-  while not (ckpts.exists() and any(p.name.isdigit() for p in ckpts.iterdir())):
-    assert run.poll() is None and time.time() < deadline, run.stdout.read()
-    time.sleep(0.05)
+  _wait_for_a_checkpoint(run, tmp_path / "run")
   run.send_signal(signal.SIGINT)
   out = run.communicate(timeout=120)[0]
   assert run.returncode == 130, out
@@ -285,19 +289,21 @@ def test_bfloat16_compute_keeps_float32_state_and_tracks_float32(tmp_path):
   """Mixed precision: activations in bf16, params/BN stats/optimiser in f32, same training."""
   config = tiny_config(tmp_path)
   dataset = sources.load(config.dataset)
-  it = iter(pipeline.train_dataset(dataset.train, config.input.train_ops, batch_size=8, seed=0))
+  it = iter(pipeline.train_dataset(dataset.train, "", batch_size=8, seed=0))
   batches = [next(it)] * 6  # one batch, repeated: the loss must fall
-  losses32, state32 = _run_steps(config, jax.devices()[:1], batches)
+  config.input.train_ops = "resize(32)"  # the same images every step
+  losses32, state32 = _run_steps(config, jax.devices()[:1], batches, augment=True)
   config.dtype = "bfloat16"
-  losses16, state16 = _run_steps(config, jax.devices()[:1], batches)
+  losses16, state16 = _run_steps(config, jax.devices()[:1], batches, augment=True)
   for tree in (state16.params, state16.batch_stats, state16.opt_state):
     assert {str(x.dtype) for x in jax.tree.leaves(tree) if hasattr(x, "dtype")
             and np.issubdtype(x.dtype, np.floating)} == {"float32"}
   assert losses16[-1] < losses16[0] - 0.2
   np.testing.assert_allclose(losses16, losses32, rtol=0.05)
   model = train.get_method(config).build_model(config)
-  x = pipeline.to_model_input(jax.tree.map(jax.numpy.asarray, batches[0]),
-                              dtype=jax.numpy.bfloat16)["image"]
+  resized = device_ops.parse(config.input.train_ops)(
+    jax.tree.map(jax.numpy.asarray, batches[0]), jax.random.key(0))
+  x = pipeline.to_model_input(resized, dtype=jax.numpy.bfloat16)["image"]
   logits, feats = model.apply({"params": state16.params, "batch_stats": state16.batch_stats}, x)
   assert feats["stage4"].dtype == jax.numpy.bfloat16 and logits.dtype == jax.numpy.float32
 

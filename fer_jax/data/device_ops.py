@@ -1,22 +1,23 @@
-"""The random training augmentations of `augment`, as pure JAX ops for the jitted train step.
+"""The training augmentations, as pure JAX ops for the jitted train step.
 
-`parse(spec)` reads the pipeline strings of `augment.parse` (same op names, arguments and
-defaults) and returns a `Pipeline`: `pipeline(batch, key)` augments a batch of uint8 images
+`parse(spec)` reads pipeline strings in `augment.parse`'s grammar (`config.input.train_ops`,
+with the op names, arguments and defaults of the PIL reference in tests/host_ops.py) and
+returns a `Pipeline`: `pipeline(batch, key)` augments a batch of uint8 images
 (B, H, W, 3) on the device. Images come out as float32 holding integers in [0, 255], ready for
 `pipeline.to_model_input`; every shape is static, so the call can sit inside `jax.jit`.
 
 Row i of a batch draws from `fold_in(key, i)` (its draws do not depend on the batch size), and
 op j of the pipeline from `fold_in(that, j)`. Every op is a `draw(key, example) -> params` and an
 `apply(example, params) -> example` on one unbatched example, vmapped over the batch, so a test
-can feed the same parameters to an apply and to the PIL code of the host op.
+can feed the same parameters to an apply and to the PIL code of the reference op.
 
-The applies reproduce the host ops' PIL arithmetic (Pillow 13; see `_vertical_first` for
+The applies reproduce the reference ops' PIL arithmetic (Pillow 13; see `_vertical_first` for
 earlier versions), not just their intent: resampling uses PIL's filters, windows, 22-bit
 fixed-point coefficients and pass order; enhancers blend in float32 and truncate as Blend.c
 does; affine warps use PIL's 16.16 fixed-point nearest sampling; the RandAugment LUTs are
 ImageOps' integer arithmetic, including autocontrast's float64 rounding.
 
-Each draw has the distribution of the host op's numpy draws: the same fire probabilities,
+Each draw has the distribution of the reference op's numpy draws: the same fire probabilities,
 ranges, up-to-10 tries and fallbacks. A draw takes all its uniforms from one call (integers as
 floor(u * n)): one threefry evaluation per op compiles several times faster than one per value.
 """
@@ -293,7 +294,7 @@ def _enhance(img, kind, factor):
 
 @register
 def resize(size, key="image", resample="bilinear"):
-  """PIL's resize to size x size, bilinear or bicubic (see augment.resize)."""
+  """PIL's resize to size x size, bilinear or bicubic (see tests/host_ops.py resize)."""
   if resample not in ("bilinear", "bicubic"):
     raise ValueError(f"resample={resample!r}: expected 'bilinear' or 'bicubic'")
 
@@ -324,7 +325,7 @@ def _flip(ex, key, flip, swap_landmarks=True):
 
 @register
 def flip_lr(p=0.5, key="image", swap_landmarks=True):
-  """Horizontal flip with probability p (see augment.flip_lr)."""
+  """Horizontal flip with probability p (see tests/host_ops.py flip_lr)."""
 
   def draw(rng, ex):
     del ex
@@ -364,7 +365,7 @@ def _first_fit(fits, values, fallback):
 @register
 def random_resized_crop(size, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3), truncate_landmarks=False,
                         key="image"):
-  """torchvision's RandomResizedCrop with PIL's bilinear resize (see augment.random_resized_crop).
+  """torchvision's RandomResizedCrop with PIL's bilinear resize (see tests/host_ops.py random_resized_crop).
   Params: (top, left, height, width) of the crop, int32."""
 
   def central_box(h, w):
@@ -402,7 +403,7 @@ def random_resized_crop(size, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3), truncate_
 
 @register
 def color_jitter(brightness=0.0, contrast=0.0, saturation=0.0, key="image"):
-  """torchvision's ColorJitter without hue, with PIL's enhancers (see augment.color_jitter).
+  """torchvision's ColorJitter without hue, with PIL's enhancers (see tests/host_ops.py color_jitter).
   Params: `order` (a permutation of the enabled enhancers) and `factor` (one per enhancer, in
   the brightness, contrast, saturation order)."""
   enabled = [(kind, x) for kind, x in ((_BRIGHTNESS, brightness), (_CONTRAST, contrast),
@@ -431,7 +432,7 @@ def color_jitter(brightness=0.0, contrast=0.0, saturation=0.0, key="image"):
 
 @register
 def pad_crop(pad=4, key="image"):
-  """Zero-pad by `pad`, crop back at a random offset (see augment.pad_crop). Params: (top,
+  """Zero-pad by `pad`, crop back at a random offset (see tests/host_ops.py pad_crop). Params: (top,
   left) in the padded image."""
 
   def draw(rng, ex):
@@ -462,7 +463,7 @@ def _add_noise(img, noise):
 
 @register
 def gaussian_noise(p=0.5, var=30.0, key="image"):
-  """With probability p, N(0, var) pixel noise (see augment.gaussian_noise). Params: `fire`
+  """With probability p, N(0, var) pixel noise (see tests/host_ops.py gaussian_noise). Params: `fire`
   and `noise` (the image's shape, float32)."""
 
   def draw(rng, ex):
@@ -478,7 +479,7 @@ def gaussian_noise(p=0.5, var=30.0, key="image"):
 
 @register
 def basic_aug(p=0.5, var=30.0, key="image"):
-  """With probability p a flip or pixel noise, each half the time (see augment.basic_aug).
+  """With probability p a flip or pixel noise, each half the time (see tests/host_ops.py basic_aug).
   Params: `fire`, `flip` (else noise) and `noise`."""
 
   def draw(rng, ex):
@@ -497,7 +498,7 @@ def basic_aug(p=0.5, var=30.0, key="image"):
 @register
 def random_erasing(scale=(0.02, 0.33), ratio=(0.3, 3.3), p=0.5, key="image"):
   """torchvision's RandomErasing box as `<key>_erase` = (top, left, height, width), (0, 0, 0, 0)
-  when it does not fire (see augment.random_erasing); the params are that box."""
+  when it does not fire (see tests/host_ops.py random_erasing); the params are that box."""
 
   def draw(rng, ex):
     h, w = ex[key].shape[:2]
@@ -516,7 +517,7 @@ def random_erasing(scale=(0.02, 0.33), ratio=(0.3, 3.3), p=0.5, key="image"):
 
 @register
 def sample_label():
-  """`label` drawn from `soft_label`, which is dropped (see augment.sample_label). Params: the
+  """`label` drawn from `soft_label`, which is dropped (see tests/host_ops.py sample_label). Params: the
   uniform that numpy's Generator.choice compares with the normalised cumulative sum."""
 
   def draw(rng, ex):
@@ -539,7 +540,7 @@ def sample_label():
 
 @register
 def copy(dst, src="image"):
-  """A second view: `dst` starts as a copy of `src` (see augment.copy)."""
+  """A second view: `dst` starts as a copy of `src` (see tests/host_ops.py copy)."""
 
   def apply(ex, params):
     del params
@@ -548,7 +549,7 @@ def copy(dst, src="image"):
   return Op("copy", _no_draw, apply)
 
 
-# --- RandAugment (FixMatch's pool, as augment._RANDAUG_POOL applies it) ------------------------
+# --- RandAugment (FixMatch's pool, as tests/host_ops.py _RANDAUG_POOL applies it) ------------------------
 
 POOL = ("AutoContrast", "Equalize", "Identity", "Brightness", "Color", "Contrast", "Sharpness",
         "Posterize", "Solarize", "Rotate", "ShearX", "ShearY", "TranslateX", "TranslateY")
@@ -705,7 +706,7 @@ def pool_op(img, points, op, magnitude, negate):
 
 @register
 def rand_augment(n=2, p=0.5, key="image"):
-  """FixMatch's RandAugment (see augment.rand_augment). Params: per step `op` (index into
+  """FixMatch's RandAugment (see tests/host_ops.py rand_augment). Params: per step `op` (index into
   POOL), `magnitude` (1..9), `fire` (probability p) and `negate` (the sign of signed ops)."""
 
   def draw(rng, ex):
@@ -730,7 +731,7 @@ def rand_augment(n=2, p=0.5, key="image"):
 
 @register
 def cutout(size=16, fill=127, key="image"):
-  """FixMatch's CutoutAbs (see augment.cutout). Params: the box's (top, left)."""
+  """FixMatch's CutoutAbs (see tests/host_ops.py cutout). Params: the box's (top, left)."""
 
   def draw(rng, ex):
     h, w = ex[key].shape[:2]
