@@ -309,6 +309,12 @@ def test_image_folders_and_csv_lists(tmp_path):
   os.utime(root / "test.csv")
   csv_data = sources.load(config)
   assert csv_data.train.labels.tolist() == [0, 1] and len(csv_data.test) == 1
+  # A class folder with no image is named, not silently a smaller dataset.
+  (root / "train/fear").mkdir()
+  (root / "test/fear").mkdir()
+  config.format = "folders"
+  with pytest.raises(prepared.DataError, match=r"train/fear: class folder with no images"):
+    sources.load(config)
 
 
 def test_prepared_once_then_read_from_array_record(tmp_path):

@@ -47,6 +47,12 @@ class Folder(prepared.Builder):
       entries = [(path, path.parent.name, str(path)) for d in sorted((root / split).iterdir())
                  if d.is_dir() for path in sorted(d.iterdir())
                  if path.suffix.lower() in prepared.IMAGE_SUFFIXES]
+      found = {label for _, label, _ in entries}
+      empty = [d for d in sorted((root / split).iterdir()) if d.is_dir() and d.name not in found]
+      if split == "train" and empty:  # a class with no training image would silently vanish
+        raise prepared.DataError(f"{empty[0]}: class folder with no images "
+                                 f"({', '.join(prepared.IMAGE_SUFFIXES)}); add images or remove "
+                                 "the folder")
     if split == "train":
       self.info.metadata["class_names"] = sorted({label for _, label, _ in entries})
     class_names = self.info.metadata["class_names"]
