@@ -180,13 +180,8 @@ def _load_dataset(dataset_config):
 
 
 def train_input(config, inputs, batch_size, steps_per_epoch):
-  """The train stream of `inputs` (a feed.Feed) in batches of `batch_size` (this process's
-  share): raw images on the host path, only the per-example fields on the device path."""
-  return pipeline.train_dataset(
-    inputs.train_source, inputs.host_ops, batch_size=batch_size, seed=config.seed,
-    num_threads=config.input.num_threads, num_workers=config.input.num_workers,
-    sampler=config.input.sampler, num_epochs=config.num_epochs,
-    num_classes=config.model.num_classes, steps_per_epoch=steps_per_epoch)
+  """The train batches of `inputs` (a feed.Feed) of `batch_size` (this process's share)."""
+  return inputs.train_batches(config, batch_size, steps_per_epoch)
 
 
 def train_and_evaluate(config, workdir):
@@ -248,7 +243,7 @@ def train_and_evaluate(config, workdir):
   inputs = feed.Feed(dataset, config.input, data_sharding,
                      progress=config.progress_bar and jax.process_index() == 0)
   logging.info(feed.describe(inputs))
-  train_iter = iter(train_input(config, inputs, config.batch_size // n_proc, steps_per_epoch))
+  train_iter = train_input(config, inputs, config.batch_size // n_proc, steps_per_epoch)
   p_train_step = jax.jit(
     functools.partial(train_step, model=model, tx=tx, method=method, config=config,
                       lr_fn=lr_fns["default"], augment=device_ops.parse(config.input.train_ops)),
@@ -261,7 +256,7 @@ def train_and_evaluate(config, workdir):
   # Tracing both steps on real batches checks what only the steps read (the method's config
   # fields, the batch fields it needs) before anything is written; the traces are reused when
   # the steps first run.
-  probe = iter(train_input(config, inputs, config.batch_size // n_proc, steps_per_epoch))
+  probe = train_input(config, inputs, config.batch_size // n_proc, steps_per_epoch)
   p_train_step.trace(state, inputs.put(next(probe)), rng)
   p_eval_step.trace(state, next(inputs.eval_batches(config.eval_batch_size)))
 

@@ -14,6 +14,7 @@ import pytest
 from configs import lanet as lanet_config
 from fer_jax import optim, train
 from fer_jax.data import landmark_files, pipeline, sources
+from fer_jax.data import sampler as data_sampler
 from fer_jax.methods import lanet, per_sample
 from fer_jax.models import landmark_aware, weights
 from tests import host_ops, steps
@@ -55,9 +56,8 @@ def test_adaptive_wing_is_zero_only_at_equality():
 def test_progressive_sampler_counts_on_raf_db():
   counts = [705, 717, 281, 4772, 1982, 1290, 2524]  # LA-Net's class order
   labels = np.repeat(np.arange(7), counts)
-  sampler = pipeline.ProgressivelyBalancedEpochs(
-    None, np.arange(len(labels)), labels, 0, num_epochs=80, num_classes=7,
-    per_epoch=len(labels))
+  sampler = data_sampler.ProgressivelyBalancedEpochs(
+    np.arange(len(labels)), labels, 0, num_epochs=80, num_classes=7, per_epoch=len(labels))
   expected = {0: counts, 1: [719, 730, 300, 4735, 1980, 1296, 2511],
               40: [1229, 1235, 1017, 3263, 1868, 1522, 2137],
               79: [1740, 1741, 1735, 1791, 1756, 1748, 1760]}

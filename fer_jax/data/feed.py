@@ -4,14 +4,15 @@ Every random augmentation runs inside the jitted step (`device_ops`), so the two
 only in where a batch's raw uint8 images come from:
 
 - "device": each split is decoded once at start-up into a uint8 array held by every local
-  device. The host pipeline then reads only the small per-example fields (label, index,
-  landmarks, ...), and the images of a batch are gathered by index on the devices.
+  device. Each step's host batch is then only the sampler's rows with their small fields
+  (label, index, landmarks, ...), read from memory with numpy, and the images of the batch are
+  gathered by index on the devices.
 - "host": the grain pipeline decodes every image of every batch, as a dataset too large for
   device memory needs (AffectNet), and copies the batch to the devices.
 
-Both paths run the same grain pipeline (same source length, sampler, seed and shuffle), so the
-sampler decides the order on both, its state is what a checkpoint saves, and a run gives the
-same batches, and the same training, on either path.
+Both paths read the same sampler stream (fer_jax/data/sampler.py): the same rows in the same
+batches, so a run gives the same training on either path; the position reached is what a
+checkpoint saves.
 
 Images are batched at one stored shape: the shape of the split's images when a probe of them
 agrees, else config.input.image_size (PIL bilinear), e.g. AffectNet's crops of every size.
@@ -47,18 +48,16 @@ def _store_row(source, index):
 
 @dataclasses.dataclass(frozen=True)
 class FieldsStore:
-  """The per-example fields other than the image (e.g. landmarks) of rows kept in memory:
-  position `i` of the split is row `i // stride` (this process's rows are i = p, p + P, ...)."""
+  """The per-example fields other than the image (e.g. landmarks) of a split, in memory."""
 
   fields: dict
   length: int
-  stride: int = 1
 
   def __len__(self):
     return self.length
 
   def __getitem__(self, index):
-    return {k: v[index // self.stride] for k, v in self.fields.items()}
+    return {k: v[index] for k, v in self.fields.items()}
 
 
 def decode(source, shape, rows, *, threads=8, progress=True, desc="decoding"):
@@ -119,14 +118,69 @@ def memory_budget(fraction):
   return int(fraction * total)
 
 
+class IndexBatches:
+  """The device path's train batches: the sampler's next rows with their small per-example
+  fields, read from memory with numpy (the images are gathered on the devices by `index`).
+  The same batches, fields and dtypes as the host path's grain pipeline gives."""
+
+  def __init__(self, source, epochs, batch_size, fields, stride):
+    self.source, self.epochs, self.batch_size = source, epochs, batch_size
+    self.fields, self.stride = fields, stride
+    self.next_index = 0
+
+  def __iter__(self):
+    return self
+
+  def __next__(self):
+    rows = self.epochs.rows_at(self.next_index * self.batch_size, self.batch_size)
+    self.next_index += 1
+    batch = {"index": rows.astype(np.int32), "label": self.source.labels[rows].astype(np.int32)}
+    if self.source.clean_labels is not None:
+      batch["clean_label"] = self.source.clean_labels[rows].astype(np.int32)
+    if self.source.soft_labels is not None:
+      batch["soft_label"] = self.source.soft_labels[rows].astype(np.float32)
+    batch.update({k: v[rows // self.stride] for k, v in self.fields.items()})
+    return batch
+
+  def get_state(self):
+    return {"next_index": self.next_index}  # as grain counts batches
+
+  def set_state(self, state):
+    self.next_index = state["next_index"]
+
+
+class _Tagged:
+  """An iterator whose checkpointed state names its input path: a resume on the other path
+  (grain's worker states differ from a position) is refused with the way out."""
+
+  def __init__(self, iterator, placement):
+    self.iterator, self.placement = iterator, placement
+
+  def __iter__(self):
+    return self
+
+  def __next__(self):
+    return next(self.iterator)
+
+  def get_state(self):
+    return {"placement": self.placement, "state": self.iterator.get_state()}
+
+  def set_state(self, state):
+    if state.get("placement") != self.placement:
+      raise cli.UsageError(
+        f"the checkpoint was written on the {state.get('placement')!r} input path and this run "
+        f"takes the {self.placement!r} one; set config.input.placement="
+        f"{state.get('placement')!r} to resume it")
+    self.iterator.set_state(state["state"])
+
+
 class Feed:
   """The train and eval inputs of a run on one of the two paths (see the module docstring).
 
   Attributes:
     placement: "device" or "host".
     reason: why, for the log.
-    train_source: what the grain train pipeline reads (without images on the device path).
-    host_ops: the host op string of that pipeline (the resize to the stored shape, if any).
+    host_ops: the host op string of the host path (the resize to the stored shape, if any).
   """
 
   def __init__(self, dataset, input_config, sharding, *, progress=True):
@@ -151,23 +205,36 @@ class Feed:
       self.reason = f"config.input.placement={choice!r} ({gb})"
     self.dataset = dataset
     if self.placement == "host":
-      self.train_source = dataset.train
       self.host_ops = augment.fit_spec(self.shapes["train"])
       return
     self.host_ops = ""
     stride, me = jax.process_count(), jax.process_index()
     threads = input_config.num_threads
     train = dataset.train
-    images, fields = decode(train, self.shapes["train"], np.arange(me, len(train), stride),
-                            threads=threads, progress=progress, desc="train split -> devices")
+    images, self.train_fields = decode(train, self.shapes["train"],
+                                       np.arange(me, len(train), stride), threads=threads,
+                                       progress=progress, desc="train split -> devices")
     self.train_images = DeviceImages(images, sharding, stride)
-    self.train_source = dataclasses.replace(train, store=FieldsStore(fields, len(train), stride),
-                                            rows=None)
     test = dataset.test
     images, fields = decode(test, self.shapes["test"], np.arange(len(test)), threads=threads,
                             progress=progress, desc="test split -> devices")
     self.test_images = DeviceImages(images, sharding)
     self.test_source = dataclasses.replace(test, store=FieldsStore(fields, len(test)), rows=None)
+
+  def train_batches(self, config, batch_size, steps_per_epoch):
+    """This process's endless train batches (of `batch_size`), on this feed's path, as a
+    resumable iterator (get_state / set_state) of host batches for `put`."""
+    kwargs = dict(batch_size=batch_size, num_epochs=config.num_epochs,
+                  num_classes=config.model.num_classes, steps_per_epoch=steps_per_epoch)
+    if self.placement == "host":
+      return _Tagged(iter(pipeline.train_dataset(
+        self.dataset.train, self.host_ops, seed=config.seed, sampler=config.input.sampler,
+        num_threads=config.input.num_threads, num_workers=config.input.num_workers,
+        **kwargs)), "host")
+    epochs = pipeline.train_epochs(self.dataset.train, config.input.sampler, config.seed,
+                                   **kwargs)
+    return _Tagged(IndexBatches(self.dataset.train, epochs, batch_size, self.train_fields,
+                                jax.process_count()), "device")
 
   def put(self, batch):
     """A host batch of the train pipeline -> the global batch on the devices, with images."""

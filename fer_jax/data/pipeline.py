@@ -1,15 +1,14 @@
 """grain input pipelines (host) and the on-device half of preprocessing.
 
-Train: source -> this process's shard -> seeded shuffle, reshuffled every epoch -> random_map
-(the config's host ops) -> batch -> threads (and optionally worker processes) -> `Prefetch`
-onto the devices. The iterator's state is a small JSON dict that checkpoints save, so a
-resumed run sees exactly the batches it would have seen.
+Train: the sampler's stream of this process's rows (fer_jax/data/sampler.py) -> random_map
+(the host ops: at most a resize to the stored shape) -> batch -> threads (and optionally worker
+processes) -> `Prefetch` onto the devices. The iterator's state is a small JSON dict that
+checkpoints save, so a resumed run sees exactly the batches it would have seen.
 
 Eval: the split in order, padded to whole batches, with `_mask` marking real examples, so each
 test image counts exactly once.
 """
 
-import math
 import os
 import queue
 import threading
@@ -19,8 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fer_jax import cli
-from fer_jax.data import augment
+from fer_jax.data import augment, sampler
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -43,91 +41,27 @@ class _HostOps(grain.transforms.RandomMap):
     return self._fn(element, rng)
 
 
-class BalancedEpochs:
-  """An endless source: epoch e is len(rows) draws with replacement from `source[rows]`,
-  class c drawn with probability proportional to 1/count(c), seeded by (seed, e).
+class _Stream:
+  """The endless training stream as a grain source: position i is the record the sampler puts
+  there (sampler.Epochs), so grain's position is the sampler's."""
 
-  The class-balanced sampler of the AffectNet recipes (each class equally likely per draw).
-  """
-
-  def __init__(self, source, rows, labels, seed):
-    self.source, self.rows, self.seed = source, np.asarray(rows), seed
-    counts = np.bincount(labels)
-    weights = 1.0 / counts[labels]
-    self.probs = weights / weights.sum()
-    self._epoch = (None, None)
+  def __init__(self, source, epochs):
+    self.source, self.epochs = source, epochs
 
   def __len__(self):
-    return len(self.rows) * 10**6  # endless for any real run
+    return self.epochs.epoch_length * 10**6  # endless for any real run
 
-  def __getitem__(self, index):
-    epoch, position = divmod(index, len(self.rows))
-    cached_epoch, draws = self._epoch
-    if cached_epoch != epoch:
-      rng = np.random.default_rng([self.seed, epoch])
-      draws = rng.choice(len(self.rows), len(self.rows), p=self.probs)
-      self._epoch = (epoch, draws)
-    return self.source[int(self.rows[draws[position]])]
-
-  def __getstate__(self):
-    return {**self.__dict__, "_epoch": (None, None)}
+  def __getitem__(self, position):
+    return self.source[int(self.epochs.row_at(position))]
 
 
-class ProgressivelyBalancedEpochs:
-  """LA-Net's sampler (lanet.md §4): epoch e moves the class mix from the label histogram
-  towards uniform, p_c = (1 - e/E) n_c/N + (e/E)/C, over the (noisy) training labels.
-
-  Class c gets ceil(p_c N) draws (the last class the remainder, so an epoch keeps N); a class
-  with fewer examples than its draws is repeated whole and topped up without replacement,
-  otherwise drawn without replacement. The epoch is shuffled, seeded by (seed, e), and its
-  first `per_epoch` examples are used (the official loader drops the incomplete last batch).
-  """
-
-  def __init__(self, source, rows, labels, seed, *, num_epochs, num_classes, per_epoch):
-    self.source, self.rows, self.seed = source, np.asarray(rows), seed
-    self.labels, self.num_epochs, self.per_epoch = np.asarray(labels), num_epochs, per_epoch
-    self.counts = np.bincount(self.labels, minlength=num_classes)
-    self.members = [np.flatnonzero(self.labels == c) for c in range(num_classes)]
-    empty = [c for c, n in enumerate(self.counts) if n == 0]
-    if empty:
-      raise cli.UsageError(f"config.input.sampler='progressive': classes {empty} have no training "
-                           "examples on this host; expected every class to have some")
-    if per_epoch > len(self.labels):
-      raise cli.UsageError(f"config.input.sampler='progressive': an epoch of {per_epoch} examples "
-                           f"from {len(self.labels)}; set config.input.drop_last=True")
-    self._epoch = (None, None)
-
-  def class_counts(self, epoch):
-    """Draws per class in `epoch` (the official arithmetic, in Python floats)."""
-    n, classes = len(self.labels), len(self.counts)
-    mix = min(epoch / self.num_epochs, 1)
-    probs = [max(1 - epoch / self.num_epochs, 0) * (c / n) + mix * (1 / classes)
-             for c in self.counts.tolist()]
-    counts = [math.ceil(p * n) for p in probs[:-1]]
-    return np.array(counts + [n - sum(counts)])
-
-  def epoch_order(self, epoch):
-    """Positions in `rows` drawn for `epoch`, shuffled."""
-    rng = np.random.default_rng([self.seed, epoch])
-    chosen = []
-    for members, count in zip(self.members, self.class_counts(epoch)):
-      whole, rest = divmod(int(count), len(members))
-      chosen += [np.tile(members, whole), rng.choice(members, rest, replace=False)]
-    return rng.permutation(np.concatenate(chosen))[: self.per_epoch]
-
-  def __len__(self):
-    return self.per_epoch * 10**6  # endless for any real run
-
-  def __getitem__(self, index):
-    epoch, position = divmod(index, self.per_epoch)
-    cached_epoch, order = self._epoch
-    if cached_epoch != epoch:
-      order = self.epoch_order(epoch)
-      self._epoch = (epoch, order)
-    return self.source[int(self.rows[order[position]])]
-
-  def __getstate__(self):
-    return {**self.__dict__, "_epoch": (None, None)}
+def train_epochs(source, sampler_name, seed, *, batch_size, num_epochs=None, num_classes=None,
+                 steps_per_epoch=None):
+  """The `sampler.Epochs` of this process's rows of `source` (rows p, p + P, ... of P)."""
+  rows = np.arange(jax.process_index(), len(source), jax.process_count())
+  per_epoch = None if steps_per_epoch is None else steps_per_epoch * batch_size
+  return sampler.epochs(sampler_name, rows, source.labels[rows], seed, num_epochs=num_epochs,
+                        num_classes=num_classes, per_epoch=per_epoch)
 
 
 def worker_count(num_workers):
@@ -147,38 +81,25 @@ def buffered_batches(num_threads, num_workers=0):
 
 def train_dataset(source, ops, *, batch_size, seed, num_threads=8, num_workers=-1,
                   sampler="shuffle", num_epochs=None, num_classes=None, steps_per_epoch=None):
-  """The infinite, resumable train stream of this process's local batches.
+  """The infinite, resumable train stream of this process's local batches, read by grain.
 
   Args:
-    source: a random-access source of records (with `labels` for the balanced sampler).
+    source: a random-access source of records with `labels`.
     ops: host pipeline string (see `augment`).
     batch_size: the per-process batch size.
-    seed: shuffle and augmentation seed.
+    seed: the sampler's seed.
     num_threads: reader threads in this process (PIL releases the GIL).
     num_workers: extra worker processes; 0 keeps everything in-process; -1 picks the
       default of `worker_count`.
-    sampler: "shuffle" (a new permutation every epoch), "balanced" (`BalancedEpochs`) or
-      "progressive" (`ProgressivelyBalancedEpochs`, which needs num_epochs, num_classes and
-      steps_per_epoch).
+    sampler: one of sampler.SAMPLERS; "progressive" needs num_epochs, num_classes and
+      steps_per_epoch.
 
   Returns:
     A grain IterDataset; `iter()` it and use get_state/set_state to checkpoint it.
   """
-  rows = np.arange(jax.process_index(), len(source), jax.process_count())  # this host's part
-  if sampler == "shuffle":
-    ds = grain.MapDataset.source(source)[jax.process_index() :: jax.process_count()]
-    ds = ds.seed(seed).shuffle().repeat()  # repeat after shuffle: a new order every epoch
-  elif sampler == "balanced":
-    ds = grain.MapDataset.source(BalancedEpochs(source, rows, source.labels[rows], seed))
-    ds = ds.seed(seed)
-  elif sampler == "progressive":
-    ds = grain.MapDataset.source(ProgressivelyBalancedEpochs(
-      source, rows, source.labels[rows], seed, num_epochs=num_epochs, num_classes=num_classes,
-      per_epoch=steps_per_epoch * batch_size))
-    ds = ds.seed(seed)
-  else:
-    raise cli.UsageError(f"config.input.sampler={sampler!r}: expected 'shuffle', 'balanced' or "
-                         "'progressive'")
+  epochs = train_epochs(source, sampler, seed, batch_size=batch_size, num_epochs=num_epochs,
+                        num_classes=num_classes, steps_per_epoch=steps_per_epoch)
+  ds = grain.MapDataset.source(_Stream(source, epochs)).seed(seed)
   ds = ds.random_map(_HostOps(ops))
   ds = ds.batch(batch_size, drop_remainder=True)
   # Elements here are whole batches: keep a couple per reader thread, not 2 * batch_size of
