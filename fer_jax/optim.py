@@ -1,18 +1,12 @@
 """Optimisers and learning-rate schedules of the papers, built from `config.optimizer`."""
 
-import math
 import re
 
 import jax
 import optax
 
-
-def epoch_steps(config, num_train):
-  """Steps per epoch: with `input.drop_last` only full batches (LA-Net's loader), otherwise
-  the last, partial batch of an epoch is completed from the next one."""
-  if config.input.drop_last:
-    return num_train // config.batch_size
-  return math.ceil(num_train / config.batch_size)
+# The trainer and scripts/ call optim.epoch_steps; it lives in schedule.py, which methods import.
+from fer_jax.schedule import epoch_steps  # noqa: F401
 
 
 def schedule(opt_config, lr, steps_per_epoch, total_steps):

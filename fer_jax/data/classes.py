@@ -1,21 +1,4 @@
-"""Class orders of the benchmarks (index = label id used for training), and class-name lookup.
+"""The benchmarks' class orders and `canonical`, for the dataset modules: they live in
+fer_jax/expressions.py, which model files and label noise read without the data package."""
 
-Each dataset keeps its own order; anything that relates classes across datasets (asymmetric
-noise maps, remaps) goes through the names, via `canonical`.
-"""
-
-# RAF-DB basic labels 1..7 (eac.md §4), as 0..6.
-RAF_DB = ("surprise", "fear", "disgust", "happiness", "sadness", "anger", "neutral")
-# FERPlus vote columns of fer2013new.csv, without "unknown" and "NF" (ncct_scn_rul.md §7).
-FERPLUS = ("neutral", "happiness", "surprise", "sadness", "anger", "disgust", "fear", "contempt")
-# AffectNet expression codes 0..7 (8 None, 9 Uncertain, 10 Non-Face are never classes).
-AFFECTNET = ("neutral", "happiness", "sadness", "surprise", "fear", "disgust", "anger", "contempt")
-
-_SYNONYMS = {"happy": "happiness", "sad": "sadness", "angry": "anger", "surprised": "surprise",
-             "fearful": "fear", "disgusted": "disgust"}
-
-
-def canonical(name):
-  """The basic-expression name of a class as datasets spell it ("Happy" -> "happiness")."""
-  key = name.strip().lower()
-  return _SYNONYMS.get(key, key)
+from fer_jax.expressions import AFFECTNET, FERPLUS, RAF_DB, canonical  # noqa: F401

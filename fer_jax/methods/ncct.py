@@ -42,7 +42,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from fer_jax import cli, optim
+from fer_jax import cli, schedule
 from fer_jax.methods import views
 from fer_jax.models import resnet
 
@@ -56,7 +56,7 @@ def build_model(config):
 
 def init_extra(config, num_train, rng, variables):
   del rng, variables
-  return {"steps_per_epoch": jnp.int32(optim.epoch_steps(config, num_train))}
+  return {"steps_per_epoch": jnp.int32(schedule.epoch_steps(config, num_train))}
 
 
 def class_thresholds(probs, labels, mode, clamp=(0.35, 0.65)):

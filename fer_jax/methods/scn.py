@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from fer_jax import cli, optim
+from fer_jax import cli, schedule
 from fer_jax.methods import per_sample
 from fer_jax.models import resnet
 
@@ -34,7 +34,7 @@ def build_model(config):
 
 def init_extra(config, num_train, rng, variables):
   del rng, variables
-  return {"steps_per_epoch": jnp.int32(optim.epoch_steps(config, num_train)),
+  return {"steps_per_epoch": jnp.int32(schedule.epoch_steps(config, num_train)),
           # -1: the sample keeps the label it came with.
           "relabelled": jnp.full((num_train,), -1, jnp.int32)}
 
