@@ -13,57 +13,25 @@ Use it anywhere with:
     run = jax.export.deserialize(open("ncct_syn30.jaxexport", "rb").read())
     meta = json.load(open("ncct_syn30.jaxexport.json"))
     probs = run.call(images_uint8)           # (N, len(meta["class_names"]))
+
+The library behind it is fer_jax/stablehlo.py.
 """
 
-import json
 import pathlib
 
-import jax
-import jax.numpy as jnp
 from absl import flags
 
-from fer_jax import cli, predict
-
-PLATFORMS = ("cpu", "cuda")
-
-
-def export(model, variables, meta, platforms=PLATFORMS):
-  """The jax.export.Exported of uint8 images -> probabilities, weights as constants."""
-  probabilities = predict.probability_fn(model, variables, meta)
-  batch, = jax.export.symbolic_shape("batch")
-  size = meta["image_size"]
-  spec = jax.ShapeDtypeStruct((batch, size, size, 3), jnp.uint8)
-  return jax.export.export(jax.jit(probabilities), platforms=platforms)(spec)
-
-
-def outputs(out):
-  """The model file and its .json sidecar; FileExistsError if either exists."""
-  out = pathlib.Path(out)
-  sidecar = out.with_name(out.name + ".json")
-  for path in (out, sidecar):
-    if path.exists():
-      raise FileExistsError(f"{path} exists; choose another --out")
-  return out, sidecar
-
-
-def write(exported, meta, out):
-  out, sidecar = outputs(out)
-  out.write_bytes(exported.serialize())
-  sidecar.write_text(json.dumps({
-    "class_names": meta["class_names"], "image_size": meta["image_size"],
-    "input": "uint8 RGB (batch, image_size, image_size, 3), resized bilinearly",
-    "output": "class probabilities (batch, classes)", "platforms": list(exported.platforms),
-    "source": meta.get("source", "")}, indent=2) + "\n")
+from fer_jax import cli, inference, stablehlo
 
 
 def main(argv):
   f = flags.FLAGS
   if len(argv) > 1:
     raise cli.UsageError(f"unexpected arguments {argv[1:]}: flags are --name=value")
-  outputs(f.out)  # before the export, which takes a while
-  model, variables, meta = predict.load_model(f.checkpoint)
-  exported = export(model, variables, meta)
-  write(exported, meta, f.out)
+  stablehlo.outputs(f.out)  # before the export, which takes a while
+  model, variables, meta = inference.load_model(f.checkpoint)
+  exported = stablehlo.export(model, variables, meta)
+  stablehlo.write(exported, meta, f.out)
   print(f"wrote {f.out} ({pathlib.Path(f.out).stat().st_size / 1e6:.1f} MB) and {f.out}.json")
 
 

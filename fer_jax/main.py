@@ -47,9 +47,9 @@ def check_config(config):
   is loaded (minutes for a first preparation) or as a bare import error."""
   cli.check_method(config.method)
   cli.check_dataset(config.dataset.name)
-  from fer_jax import noise  # noqa: PLC0415 (after the flags: it imports TFDS)
+  from fer_jax import label_noise  # noqa: PLC0415 (after the flags: it imports TFDS)
 
-  noise.check_config(config.noise)
+  label_noise.check_config(config.noise)
   if config.init_from:
     from fer_jax.models import weights  # noqa: PLC0415
 

@@ -5,80 +5,14 @@ r"""Mean ± std over seeds of finished runs, as the papers report them, in Markd
 Reads each run's config.json and summary.json, groups runs by (method, dataset, noise kind,
 noise rate) and prints, per group: the number of seeds, final accuracy, best accuracy (the max
 over epochs, NCCTFER/LA-Net's metric) and the mean of the last 5 epochs (EAC/SCN's metric), each
-as mean ± std (population std over seeds), in %.
+as mean ± std (population std over seeds), in %. The library behind it is fer_jax/workdirs.py.
 """
 
-import collections
-import json
 import pathlib
-import sys
 
-import numpy as np
 from absl import flags
 
-from fer_jax import cli
-
-METRICS = (("final_accuracy", "final"), ("best_accuracy", "best"),
-           ("mean_last5_accuracy", "mean of last 5"))
-
-
-def load_runs(dirs):
-  """[(group key, seed, summary)] of the finished runs among `dirs`; others are skipped with
-  a note. A finished run whose config.json or summary.json is unreadable is a
-  cli.UsageError naming the file."""
-  runs = []
-  for d in map(pathlib.Path, dirs):
-    if not (d / "summary.json").exists():
-      print(f"skipping {d}: no summary.json (unfinished?)", file=sys.stderr)
-      continue
-    config, summary = _read_json(d / "config.json"), _read_json(d / "summary.json")
-    try:
-      noise = config["noise"]
-      key = (config["method"], config["dataset"]["name"], noise["kind"],
-             noise["rate"] if noise["kind"] not in ("none", "file") else noise["file"])
-      seed = config["seed"]
-      for field, _ in METRICS:
-        summary[field]  # checked here, where the file is known
-    except (KeyError, TypeError) as e:
-      raise cli.UsageError(f"{d}: config.json or summary.json lacks {e}; not a run directory "
-                           "written by `python -m fer_jax.main`") from e
-    runs.append((key, seed, summary))
-  return runs
-
-
-def _read_json(path):
-  if not path.is_file():
-    raise cli.UsageError(f"{path}: no such file (a finished run has config.json and "
-                         "summary.json)")
-  try:
-    return json.loads(path.read_text())
-  except ValueError as e:  # json.JSONDecodeError, UnicodeDecodeError
-    raise cli.UsageError(f"{path}: not valid JSON ({e})") from e
-
-
-def groups(runs):
-  """{(method, dataset, noise kind, rate or file): [(seed, summary)] by seed}, sorted."""
-  grouped = collections.defaultdict(list)
-  for key, seed, summary in runs:
-    grouped[key].append((seed, summary))
-  return {k: sorted(v, key=lambda m: m[0]) for k, v in sorted(grouped.items(), key=str)}
-
-
-def mean_std(members):
-  """[(mean, std)] in % over the seeds of a group, one pair per metric of METRICS."""
-  values = [100 * np.array([s[field] for _, s in members]) for field, _ in METRICS]
-  return [(v.mean(), v.std()) for v in values]
-
-
-def table(runs):
-  lines = ["| method | dataset | noise | seeds | " + " | ".join(n for _, n in METRICS) + " |",
-           "| --- | --- | --- | --- | " + " | ".join("---" for _ in METRICS) + " |"]
-  for (method, dataset, kind, rate), members in groups(runs).items():
-    cells = [f"{mean:.2f} ± {std:.2f}" for mean, std in mean_std(members)]
-    noise = "clean" if kind == "none" else f"{kind} {rate}"
-    seeds = ",".join(str(seed) for seed, _ in members)
-    lines.append(f"| {method} | {dataset} | {noise} | {seeds} | " + " | ".join(cells) + " |")
-  return "\n".join(lines) + "\n"
+from fer_jax import cli, workdirs
 
 
 def main(argv):
@@ -90,11 +24,11 @@ def main(argv):
   missing = [d for d in argv[1:] if not pathlib.Path(d).is_dir()]
   if missing:
     raise cli.UsageError(f"no such run directory: {', '.join(missing)}")
-  runs = load_runs(argv[1:])
-  if not runs:
+  finished = workdirs.load_runs(argv[1:])
+  if not finished:
     raise cli.UsageError(f"no finished run in {', '.join(argv[1:])}: expected run directories "
                          "holding config.json and summary.json")
-  text = table(runs)
+  text = workdirs.table(finished)
   print(text, end="")
   if out:
     with open(out, "x") as f:

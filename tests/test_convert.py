@@ -8,14 +8,14 @@ torch = pytest.importorskip("torch")
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
-from fer_jax import convert, predict, torch_files  # noqa: E402
+from fer_jax import convert, inference, torch_files  # noqa: E402
 from fer_jax.data import pipeline  # noqa: E402
 from fer_jax.models import resnet, weights  # noqa: E402
 from tests import torch_resnet  # noqa: E402
 
 
 def _flax_logits(model_dir, x_nchw):
-  model, variables, _ = predict.load_model(model_dir)
+  model, variables, _ = inference.load_model(model_dir)
   return np.asarray(model.apply(variables, jnp.asarray(x_nchw.transpose(0, 2, 3, 1)),
                                 train=False)[0])
 
@@ -56,7 +56,7 @@ def test_msceleb_format_keeps_backbone_drops_1000_way_fc(tmp_path):
   np.testing.assert_allclose(feats["pre_logits"], h.mean((2, 3)).numpy(), rtol=1e-4, atol=1e-5)
   # Predicting needs a head: a clear error, not random outputs.
   with pytest.raises(ValueError, match="no classifier head"):
-    predict.load_model(tmp_path / "out")
+    inference.load_model(tmp_path / "out")
 
 
 def test_bare_state_dict_and_torch_free_reader_agree(tmp_path):

@@ -1,4 +1,4 @@
-"""StableHLO export: the deserialized function gives predict's probabilities, any batch size."""
+"""StableHLO export: the deserialized function gives inference's probabilities, any batch size."""
 
 import json
 
@@ -6,14 +6,14 @@ import jax
 import numpy as np
 import pytest
 
-from fer_jax import export, predict
+from fer_jax import inference, stablehlo
 from tests.test_explain import _model_dir
 
 
 def test_exported_model_runs_without_the_training_code(tmp_path):
-  model, variables, meta = predict.load_model(_model_dir(tmp_path))
-  exported = export.export(model, variables, meta)
-  export.write(exported, meta, tmp_path / "m.jaxexport")
+  model, variables, meta = inference.load_model(_model_dir(tmp_path))
+  exported = stablehlo.export(model, variables, meta)
+  stablehlo.write(exported, meta, tmp_path / "m.jaxexport")
   run = jax.export.deserialize(bytearray((tmp_path / "m.jaxexport").read_bytes()))
   sidecar = json.loads((tmp_path / "m.jaxexport.json").read_text())
   assert sidecar["class_names"] == ["a", "b", "c"] and set(sidecar["platforms"]) == {"cpu", "cuda"}
@@ -23,4 +23,4 @@ def test_exported_model_runs_without_the_training_code(tmp_path):
   np.testing.assert_allclose(run.call(images), want, atol=1e-5)
   assert run.call(images[:2]).shape == (2, 3)  # another batch size, no re-export
   with pytest.raises(FileExistsError):
-    export.write(exported, meta, tmp_path / "m.jaxexport")
+    stablehlo.write(exported, meta, tmp_path / "m.jaxexport")

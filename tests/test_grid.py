@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from fer_jax import grid
+from fer_jax import grid_runs
 from tests.test_results import _run
 
 SPEC = '''
@@ -21,61 +21,61 @@ def get_config(arg=None):
 def _spec(tmp_path):
   path = tmp_path / "spec.py"
   path.write_text(SPEC.format(cache=tmp_path / "cache"))
-  return grid.load_spec(path)
+  return grid_runs.load_spec(path)
 
 
 def test_plan_names_every_run_and_its_exact_command(tmp_path):
-  runs = grid.plan(_spec(tmp_path), tmp_path / "g")
+  runs = grid_runs.plan(_spec(tmp_path), tmp_path / "g")
   assert [w.name for w, _ in runs] == ["baseline_clean_s0", "baseline_clean_s1",
                                        "baseline_symmetric0.3_s0", "baseline_symmetric0.3_s1"]
   cmd = runs[3][1]
   assert "configs/baseline.py:synthetic,runlocal=true,noise=0.3,noise_kind=symmetric" in cmd
   assert "--config.seed=1" in cmd and "--config.num_epochs=1" in cmd
-  assert grid.noise_args("file:/d/noise01.txt") == (",noise_file=/d/noise01.txt",
+  assert grid_runs.noise_args("file:/d/noise01.txt") == (",noise_file=/d/noise01.txt",
                                                      "file-noise01")
   with pytest.raises(ValueError, match="grid noise setting 'symmetric:3'"):
-    grid.noise_args("symmetric:3")
+    grid_runs.noise_args("symmetric:3")
 
 
 def test_grid_runs_what_is_missing_and_tabulates(tmp_path):
-  runs = grid.plan(_spec(tmp_path), tmp_path / "g")
+  runs = grid_runs.plan(_spec(tmp_path), tmp_path / "g")
   (tmp_path / "g").mkdir()
   # Three runs finished already (fake summaries); the fourth really runs.
   for (workdir, _), final in zip(runs[:3], (0.5, 0.6, 0.4)):
     seed = int(workdir.name[-1])
     _run(workdir, "ce", seed, 0.3 if "symmetric" in workdir.name else 0.0, final, final, final)
-  assert grid.execute(runs, tmp_path / "g") == []
+  assert grid_runs.execute(runs, tmp_path / "g") == []
   assert len((tmp_path / "g" / "commands.sh").read_text().splitlines()) == 1
   assert json.loads((runs[3][0] / "summary.json").read_text())["final_accuracy"] >= 0
-  assert grid.execute(runs, tmp_path / "g") == []  # all done: nothing re-runs
+  assert grid_runs.execute(runs, tmp_path / "g") == []  # all done: nothing re-runs
   assert len((tmp_path / "g" / "commands.sh").read_text().splitlines()) == 1
-  text = grid.write_tables(runs, tmp_path / "g")
+  text = grid_runs.write_tables(runs, tmp_path / "g")
   assert "| ce | synthetic | clean | 0,1 | 55.00 ± 5.00 |" in text
   assert "--config.seed=1" in text
   csv_lines = (tmp_path / "g" / "results.csv").read_text().splitlines()
   assert csv_lines[0].startswith("method,dataset,noise,rate,seeds,final_mean,final_std")
   assert len(csv_lines) == 3  # header, ce clean, ce symmetric 0.3 (fake and real runs alike)
-  grid.plot(runs, tmp_path / "g")
+  grid_runs.plot(runs, tmp_path / "g")
   assert (tmp_path / "g" / "accuracy_vs_noise.png").exists()
   assert (tmp_path / "g" / "curves.png").exists()
 
 
 def test_raf_db_grid_gives_lanet_its_landmarks_and_needs_a_data_dir(tmp_path):
-  spec = grid.load_spec("configs/grids/raf_db.py:data_dir=/d,landmarks=lm.tensor,seeds=1,"
+  spec = grid_runs.load_spec("configs/grids/raf_db.py:data_dir=/d,landmarks=lm.tensor,seeds=1,"
                         "noise=symmetric:0.3")
-  commands = {w.name: cmd for w, cmd in grid.plan(spec, tmp_path)}
+  commands = {w.name: cmd for w, cmd in grid_runs.plan(spec, tmp_path)}
   assert "--config.dataset.train_landmarks=lm.tensor" in commands["lanet_symmetric0.3_s0"]
   assert not any("train_landmarks" in c for c in commands["baseline_symmetric0.3_s0"])
   assert all("--config.dataset.data_dir=/d" in c for c in commands.values())
-  no_landmarks = grid.load_spec("configs/grids/raf_db.py:data_dir=/d")
+  no_landmarks = grid_runs.load_spec("configs/grids/raf_db.py:data_dir=/d")
   assert "lanet" not in no_landmarks.methods and len(no_landmarks.noise) == 3
   with pytest.raises(ValueError, match="needs data_dir"):
-    grid.load_spec("configs/grids/raf_db.py")
+    grid_runs.load_spec("configs/grids/raf_db.py")
 
 
 def test_synthetic_grid_trains_1000_images_45_epochs_and_takes_a_batch_size(tmp_path):
-  spec = grid.load_spec("configs/grids/synthetic.py")
-  default = {w.name: cmd for w, cmd in grid.plan(spec, tmp_path)}
+  spec = grid_runs.load_spec("configs/grids/synthetic.py")
+  default = {w.name: cmd for w, cmd in grid_runs.plan(spec, tmp_path)}
   assert len(default) == 1 + 6 * 3  # pretraining, then six methods x three seeds
   eac = default["eac_symmetric0.3_s2"]
   assert {"--config.dataset.num_train=1000", "--config.num_epochs=45",
@@ -83,28 +83,28 @@ def test_synthetic_grid_trains_1000_images_45_epochs_and_takes_a_batch_size(tmp_
           "--config.init_head=False"} <= set(eac)  # the expression backbone alone, as the papers
   assert "configs/pretrain_expression.py" in default["pretrain"]
   assert not any(arg.startswith("--config.batch_size") for arg in eac)  # the recipe's 64
-  b32 = grid.plan(grid.load_spec("configs/grids/synthetic.py:methods=baseline+eac,batch_size=32"),
+  b32 = grid_runs.plan(grid_runs.load_spec("configs/grids/synthetic.py:methods=baseline+eac,batch_size=32"),
                   tmp_path)
   assert [w.name for w, _ in b32][1:3] == ["baseline_symmetric0.3_s0", "eac_symmetric0.3_s0"]
   assert all("--config.batch_size=32" in cmd for w, cmd in b32 if w.name != "pretrain")
-  official = grid.load_spec("configs/grids/synthetic.py:methods=eac,batch_size=32,lr=2e-4,"
+  official = grid_runs.load_spec("configs/grids/synthetic.py:methods=eac,batch_size=32,lr=2e-4,"
                             "decay_rate=0.9,epochs=60")
   assert dict(official.overrides) == {"dataset.num_train": 1000, "num_epochs": 60,
                                       "batch_size": 32, "optimizer.lr": 2e-4,
                                       "optimizer.decay_rate": 0.9, "init_head": False}
-  paper = {w.name: cmd for w, cmd in grid.plan(
-    grid.load_spec("configs/grids/synthetic.py:methods=eac,recipe=paper,epochs=60"), tmp_path)}
+  paper = {w.name: cmd for w, cmd in grid_runs.plan(
+    grid_runs.load_spec("configs/grids/synthetic.py:methods=eac,recipe=paper,epochs=60"), tmp_path)}
   assert "configs/pretrain_expression.py:recipe=paper" in paper["pretrain"]
   assert "configs/eac.py:synthetic,recipe=paper,noise=0.3,noise_kind=symmetric" in paper[
     "eac_symmetric0.3_s0"]
   assert not any(arg.startswith("--config.batch_size") for arg in paper["eac_symmetric0.3_s0"])
-  assert grid.load_spec("configs/grids/synthetic.py:pretrain=identity").pretrain == (
+  assert grid_runs.load_spec("configs/grids/synthetic.py:pretrain=identity").pretrain == (
     "pretrain_identity")
-  landmarks = grid.load_spec("configs/grids/synthetic.py:pretrain=landmarks")
+  landmarks = grid_runs.load_spec("configs/grids/synthetic.py:pretrain=landmarks")
   assert landmarks.pretrain == "pretrain_landmarks"
   assert "init_head" not in dict(landmarks.overrides)  # a landmark model has no head to drop
   with pytest.raises(ValueError, match="pretrain='celeb'"):
-    grid.load_spec("configs/grids/synthetic.py:pretrain=celeb")
+    grid_runs.load_spec("configs/grids/synthetic.py:pretrain=celeb")
 
 
 def test_jobs_run_together_after_the_pretraining_and_failures_are_named(tmp_path):
@@ -119,7 +119,7 @@ def test_jobs_run_together_after_the_pretraining_and_failures_are_named(tmp_path
     return tmp_path / name, [sys.executable, "-c", script]
 
   runs = [run("pretrain", 0.5), run("a", 1.0), run("b", 1.0, code=3), run("c", 0.0)]
-  assert grid.execute(runs, tmp_path, jobs=2) == [tmp_path / "b"]
+  assert grid_runs.execute(runs, tmp_path, jobs=2) == [tmp_path / "b"]
   order = log.read_text().splitlines()
   assert order[:2] == ["start pretrain", "end pretrain"]  # the runs read its export
   assert sorted(order[2:4]) == ["start a", "start b"]  # two at a time

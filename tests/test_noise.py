@@ -2,6 +2,7 @@
 
 import json
 import pathlib
+import random
 import subprocess
 import sys
 
@@ -9,8 +10,8 @@ import ml_collections
 import numpy as np
 import pytest
 
-from fer_jax import noise
-from fer_jax.data import classes, prepared, sources
+from fer_jax import cli, expressions, label_noise
+from fer_jax.data import prepared, sources
 from tests.test_datasets import make_raf, raf_config
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -22,7 +23,7 @@ def test_lanet_seed0_flip_counts_on_raf_db_train_size(kind, flips):
   """lanet.md §7: Python random.seed(0) in file order flips exactly these counts of 12,271."""
   labels = np.random.default_rng(0).integers(0, 7, 12271)
   for rate, expected in zip((0.1, 0.2, 0.3), flips):
-    noisy = noise.corrupt(labels, classes.RAF_DB, kind, rate, seed=0)
+    noisy = label_noise.corrupt(labels, expressions.RAF_DB, kind, rate, seed=0)
     assert int((noisy != labels).sum()) == expected
 
 
@@ -30,7 +31,7 @@ def test_symmetric_rate_and_uniform_other_class():
   labels = np.repeat(np.arange(7), 3000)
   rates = []
   for seed in range(5):
-    noisy = noise.corrupt(labels, classes.RAF_DB, "symmetric", 0.3, seed)
+    noisy = label_noise.corrupt(labels, expressions.RAF_DB, "symmetric", 0.3, seed)
     flipped = noisy != labels
     rates.append(flipped.mean())
     # A flip lands on each of the 6 other classes about equally often.
@@ -38,38 +39,67 @@ def test_symmetric_rate_and_uniform_other_class():
     counts = np.bincount(offsets, minlength=7)
     assert counts[0] == 0 and counts[1:].min() > 0.85 * counts[1:].mean()
   assert abs(np.mean(rates) - 0.3) < 0.005 and max(abs(r - 0.3) for r in rates) < 0.015
-  again = noise.corrupt(labels, classes.RAF_DB, "symmetric", 0.3, 4)
+  again = label_noise.corrupt(labels, expressions.RAF_DB, "symmetric", 0.3, 4)
   np.testing.assert_array_equal(again, noisy)  # same seed, same labels
-  assert (noise.corrupt(labels, classes.RAF_DB, "symmetric", 0.3, 5) != noisy).any()
+  assert (label_noise.corrupt(labels, expressions.RAF_DB, "symmetric", 0.3, 5) != noisy).any()
+
+
+def test_lanet_order_flips_the_same_images_to_lanets_new_classes():
+  """LA-Net remaps RAF-DB's labels to its own order, then adds randint(1, 6) mod 7 there
+  (lanet.md §4): order="lanet" gives exactly those labels, in RAF-DB's order."""
+  raf, lanet = expressions.RAF_DB, expressions.LANET
+  labels = np.random.default_rng(0).integers(0, 7, 12271)
+  draw, expected = random.Random(0), []
+  for label in labels:
+    own = lanet.index(raf[label])
+    if draw.random() < 0.3:
+      own = (own + draw.randint(1, 6)) % 7
+    expected.append(raf.index(lanet[own]))
+  noisy = label_noise.corrupt(labels, raf, "symmetric", 0.3, 0, order="lanet")
+  np.testing.assert_array_equal(noisy, expected)
+  default = label_noise.corrupt(labels, raf, "symmetric", 0.3, 0)
+  flipped = default != labels
+  np.testing.assert_array_equal(noisy != labels, flipped)  # the same 3,703 images
+  assert (noisy[flipped] != default[flipped]).mean() > 0.5  # most to another class
+  # Another order and spelling of the same seven classes gives the same labels by name.
+  names = [n.title() for n in expressions.AFFECTNET[:7]]
+  relabelled = [names.index(raf[y].title()) for y in labels]
+  got = label_noise.corrupt(relabelled, names, "symmetric", 0.3, 0, order="lanet")
+  assert [names[y].lower() for y in got] == [raf[y] for y in noisy]
+  with pytest.raises(cli.UsageError, match="noise order 'lanet' counts in the classes"):
+    label_noise.corrupt(labels, expressions.FERPLUS, "symmetric", 0.3, 0, order="lanet")
+  with pytest.raises(cli.UsageError, match="config.noise.order='lanet_'"):
+    label_noise.check_config(ml_collections.ConfigDict(
+      {"kind": "symmetric", "rate": 0.3, "seed": 0, "file": "", "order": "lanet_"}))
 
 
 def test_asymmetric_maps_follow_class_names_in_each_dataset_order():
   def partners(kind, names):
-    return {names[i]: names[j] for i, j in enumerate(noise.partner_map(kind, names))}
+    return {names[i]: names[j] for i, j in enumerate(label_noise.partner_map(kind, names))}
 
   lanet = {"anger": "disgust", "disgust": "anger", "fear": "surprise", "happiness": "neutral",
            "sadness": "neutral", "surprise": "anger", "neutral": "sadness"}
-  for names in (classes.RAF_DB, classes.FERPLUS[:7], classes.AFFECTNET[:7]):
+  for names in (expressions.RAF_DB, expressions.FERPLUS[:7], expressions.AFFECTNET[:7]):
     assert partners("asymmetric_lanet", names) == lanet
     assert partners("asymmetric_ncct", names) == {**lanet, "anger": "happiness"}
-  assert partners("asymmetric_lanet", classes.AFFECTNET)["contempt"] == "neutral"
-  assert partners("asymmetric_ncct", classes.FERPLUS)["contempt"] == "contempt"  # no partner
+  assert partners("asymmetric_lanet", expressions.AFFECTNET)["contempt"] == "neutral"
+  assert partners("asymmetric_ncct", expressions.FERPLUS)["contempt"] == "contempt"  # no partner
   # Index maps differ per order: RAF-DB anger (5) -> happiness (3); AffectNet 6 -> 1.
-  assert noise.partner_map("asymmetric_ncct", classes.RAF_DB)[5] == 3
-  assert noise.partner_map("asymmetric_ncct", classes.AFFECTNET)[6] == 1
-  assert noise.partner_map("asymmetric_ncct", ("Happy", "Angry", "Sad"))[1] == 0  # synonyms
+  assert label_noise.partner_map("asymmetric_ncct", expressions.RAF_DB)[5] == 3
+  assert label_noise.partner_map("asymmetric_ncct", expressions.AFFECTNET)[6] == 1
+  assert label_noise.partner_map("asymmetric_ncct", ("Happy", "Angry", "Sad"))[1] == 0  # synonyms
   labels = np.arange(7).repeat(500)
-  noisy = noise.corrupt(labels, classes.RAF_DB, "asymmetric_lanet", 0.4, 0)
+  noisy = label_noise.corrupt(labels, expressions.RAF_DB, "asymmetric_lanet", 0.4, 0)
   flipped = noisy != labels
   np.testing.assert_array_equal(noisy[flipped],
-                                noise.partner_map("asymmetric_lanet", classes.RAF_DB)[labels][flipped])
+                                label_noise.partner_map("asymmetric_lanet", expressions.RAF_DB)[labels][flipped])
   assert abs(flipped.mean() - 0.4) < 0.03
 
 
 def test_report_counts_flips_per_class():
   clean = np.array([0, 0, 1, 1, 2])
   noisy = np.array([0, 1, 1, 2, 0])
-  report = noise.report(clean, noisy, ("a", "b", "c"), {"kind": "symmetric", "rate": 0.5})
+  report = label_noise.report(clean, noisy, ("a", "b", "c"), {"kind": "symmetric", "rate": 0.5})
   assert report["flipped"] == 3 and report["realised_rate"] == pytest.approx(0.6)
   assert report["transition_matrix"] == [[1, 1, 0], [0, 1, 1], [1, 0, 0]]
   assert report["per_class"]["a"] == {"clean_count": 2, "noisy_count": 2, "flipped": 1,
@@ -85,21 +115,21 @@ def raf(tmp_path_factory):
 
 def test_label_file_round_trip_and_checks(raf, tmp_path):
   _, dataset = raf
-  noisy = noise.corrupt(dataset.train.labels, dataset.class_names, "symmetric", 0.5, 0)
+  noisy = label_noise.corrupt(dataset.train.labels, dataset.class_names, "symmetric", 0.5, 0)
   path = tmp_path / "noise05.txt"
-  noise.write_label_file(path, dataset.train.names, noisy, dataset)
+  label_noise.write_label_file(path, dataset.train.names, noisy, dataset)
   first = path.read_text().splitlines()[0]
   assert first == f"{dataset.train.names[0]} {noisy[0] + 1}"  # RAF-DB format, labels 1..7
-  np.testing.assert_array_equal(noise.read_label_file(path, dataset), noisy)
+  np.testing.assert_array_equal(label_noise.read_label_file(path, dataset), noisy)
   with pytest.raises(FileExistsError):
-    noise.write_label_file(path, dataset.train.names, noisy, dataset)
+    label_noise.write_label_file(path, dataset.train.names, noisy, dataset)
   lines = path.read_text().splitlines()
 
   def fails(text, pattern):
     bad = tmp_path / "bad.txt"
     bad.write_text(text)
     with pytest.raises(prepared.DataError, match=pattern):
-      noise.read_label_file(bad, dataset)
+      label_noise.read_label_file(bad, dataset)
 
   fails("\n".join([lines[1], lines[0], *lines[2:]]), "bad.txt, line 1: 'train_00002.jpg', "
         "expected 'train_00001.jpg'")
@@ -112,9 +142,9 @@ def test_noise_from_file_and_into_the_run_directory(raf, tmp_path):
   labels = dataset.train.labels.copy()
   labels[:4] = (labels[:4] + 1) % 7
   path = tmp_path / "given.txt"
-  noise.write_label_file(path, dataset.train.names, labels, dataset)
+  label_noise.write_label_file(path, dataset.train.names, labels, dataset)
   config = ml_collections.ConfigDict(dict(kind="file", rate=0.0, seed=0, file=str(path)))
-  noisy_set, report = noise.apply(dataset, config, tmp_path / "run/noise")
+  noisy_set, report = label_noise.apply(dataset, config, tmp_path / "run/noise")
   assert report["flipped"] == 4 and report["realised_rate"] == pytest.approx(4 / 16)
   np.testing.assert_array_equal(noisy_set.train.labels, labels)
   record = noisy_set.train[0]
@@ -127,7 +157,7 @@ def test_noise_from_file_and_into_the_run_directory(raf, tmp_path):
   # A resumed run with other noise settings is refused rather than trained on other labels.
   config.update(dict(kind="symmetric", rate=0.5))
   with pytest.raises(ValueError, match="labels.npz holds other noisy labels"):
-    noise.apply(dataset, config, tmp_path / "run/noise")
+    label_noise.apply(dataset, config, tmp_path / "run/noise")
 
 
 def test_noise_command_writes_a_shareable_file(raf, tmp_path):
@@ -138,10 +168,20 @@ def test_noise_command_writes_a_shareable_file(raf, tmp_path):
          "--out", str(out), "--dataset_field", f"prepared_dir={tmp / 'prepared'}"]
   result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
   assert result.returncode == 0, result.stderr
-  expected = noise.corrupt(dataset.train.labels, dataset.class_names, "asymmetric_ncct", 0.3, 3)
-  np.testing.assert_array_equal(noise.read_label_file(out, dataset), expected)
+  expected = label_noise.corrupt(dataset.train.labels, dataset.class_names, "asymmetric_ncct", 0.3, 3)
+  np.testing.assert_array_equal(label_noise.read_label_file(out, dataset), expected)
   report = json.loads(out.with_name("noise03.txt.report.json").read_text())
   assert report["map"]["anger"] == "happiness" and report["flipped"] == int(
     (expected != dataset.train.labels).sum())
   again = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
   assert again.returncode != 0 and "exists; not overwritten" in again.stderr
+  lanet = tmp_path / "lanet03.txt"
+  cmd[cmd.index("asymmetric_ncct")] = "symmetric"
+  cmd[cmd.index(str(out))] = str(lanet)
+  result = subprocess.run([*cmd, "--order", "lanet"], cwd=ROOT, capture_output=True, text=True,
+                          timeout=120, check=False)
+  assert result.returncode == 0, result.stderr
+  expected = label_noise.corrupt(dataset.train.labels, dataset.class_names, "symmetric", 0.3, 3,
+                                 order="lanet")
+  np.testing.assert_array_equal(label_noise.read_label_file(lanet, dataset), expected)
+  assert json.loads(lanet.with_name("lanet03.txt.report.json").read_text())["order"] == "lanet"

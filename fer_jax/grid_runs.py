@@ -1,0 +1,224 @@
+"""A grid of training runs: methods x noise settings x seeds from a grid spec, run as
+subprocesses of `python -m fer_jax.main`, then the tables and plots of the finished runs.
+
+The spec's fields, the workdir names and the files written are described in fer_jax/grid.py,
+the command.
+"""
+
+import csv
+import importlib.util
+import json
+import os
+import pathlib
+import shlex
+import subprocess
+import sys
+
+import numpy as np
+from absl import logging
+
+from fer_jax import cli, workdirs
+
+
+def load_spec(path_and_arg):
+  """The grid spec ConfigDict of `path[:arg]`."""
+  path, _, arg = str(path_and_arg).partition(":")
+  spec = importlib.util.spec_from_file_location("grid_spec", path)
+  if spec is None or not pathlib.Path(path).is_file():
+    raise cli.UsageError(f"--grid {path}: no such grid spec file")
+  module = importlib.util.module_from_spec(spec)
+  try:
+    spec.loader.exec_module(module)
+  except SyntaxError as e:
+    raise cli.UsageError(f"{path}, line {e.lineno}: {e.msg}") from e
+  if not callable(getattr(module, "get_config", None)):
+    raise cli.UsageError(f"{path}: a grid spec defines get_config(arg) (module docstring of "
+                         "fer_jax/grid.py)")
+  try:
+    config = module.get_config(arg or None)
+  except ValueError as e:  # the spec's own check of its argument
+    raise cli.UsageError(f"--grid {path_and_arg}: {e}") from e
+  for field in ("data", "methods", "noise", "seeds"):
+    if field not in config:
+      raise cli.UsageError(f"{path}: the grid spec has no `{field}` (module docstring of "
+                           "fer_jax/grid.py lists the fields)")
+  return config
+
+
+def config_names(directory="configs"):
+  """The run configs under `directory`: files that define get_config."""
+  return [p.stem for p in sorted(pathlib.Path(directory).glob("*.py"))
+          if cli.defines(p, "get_config")]
+
+
+def check_configs(spec):
+  """Raises cli.UsageError, before anything runs, for a grid without runs or naming a method
+  (or pretraining) that has no config file under configs/."""
+  for field in ("methods", "noise", "seeds"):
+    if not len(spec[field]):
+      raise cli.UsageError(f"the grid spec's `{field}` is empty: the grid has no runs")
+  wanted = [("methods", m) for m in spec.methods]
+  if spec.get("pretrain"):
+    wanted.append(("pretrain", spec.pretrain.partition(":")[0]))
+  for field, name in wanted:
+    if not pathlib.Path(f"configs/{name}.py").is_file():
+      raise cli.UsageError(f"grid spec {field}: {name!r} has no config configs/{name}.py; "
+                           + cli.unknown_name_hint(name, config_names()))
+
+
+def noise_args(setting):
+  """(config-argument suffix, workdir tag) of a noise setting."""
+  kind, _, value = setting.partition(":")
+  if kind == "none" and not value:
+    return "", "clean"
+  if kind == "file" and value:
+    return f",noise_file={value}", "file-" + pathlib.Path(value).stem
+  try:
+    rate = float(value)
+  except ValueError:
+    rate = -1.0
+  if not 0 < rate < 1:
+    raise cli.UsageError(f"grid noise setting {setting!r}: expected 'none', "
+                         "'<kind>:<rate in (0, 1)>' or 'file:<path>'")
+  return f",noise={rate},noise_kind={kind}", f"{kind}{rate:g}"
+
+
+def shown(cmd):
+  """`cmd` as a user types it: `python`, not this interpreter's path."""
+  return shlex.join(["python", *cmd[1:]])
+
+
+def run_command(config_arg, workdir, overrides):
+  cmd = [sys.executable, "-m", "fer_jax.main", "--config", config_arg,
+         "--config.progress_bar=False", f"--workdir={workdir}"]
+  return cmd + [f"--config.{k}={v}" for k, v in sorted(overrides.items())]
+
+
+def plan(spec, root):
+  """[(workdir, command)] of every run, the pretraining first."""
+  check_configs(spec)
+  root = pathlib.Path(root)
+  overrides = dict(spec.get("overrides", ()))
+  per_method = dict(spec.get("method_overrides", ()))
+  runs = []
+  if spec.get("pretrain"):
+    pre = root / "pretrain"
+    name, _, arg = spec.pretrain.partition(":")
+    runs.append((pre, run_command(f"configs/{name}.py" + (f":{arg}" if arg else ""), pre, {})))
+    overrides["init_from"] = str(pre / "model")
+  # Seed by seed, so that a grid stopped half-way has complete seeds for every method.
+  for setting in spec.noise:
+    suffix, tag = noise_args(setting)
+    for seed in spec.seeds:
+      for method in spec.methods:
+        workdir = root / f"{method}_{tag}_s{seed}"
+        own = dict(per_method.get(method, ()))
+        runs.append((workdir, run_command(f"configs/{method}.py:{spec.data}{suffix}", workdir,
+                                          {**overrides, **own, "seed": seed})))
+  return runs
+
+
+def execute(runs, root, jobs=1):
+  """Runs what is not finished, up to `jobs` at a time after the pretraining; returns the
+  workdirs that failed. Several jobs share the devices: each process then allocates device
+  memory as it needs it instead of JAX's default 75% up front."""
+  env = dict(os.environ)
+  if jobs > 1:
+    env.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+  todo = []
+  for workdir, cmd in runs:
+    if (workdir / "summary.json").exists():
+      logging.info("done already: %s", workdir)
+    else:
+      todo.append((workdir, cmd))
+  failed, running = [], []
+
+  def wait_one():
+    workdir, process, out = running.pop(0)
+    code = process.wait()
+    out.close()
+    if code:
+      logging.error("%s failed (exit %d); its log: %s.log", workdir, code, workdir)
+      failed.append(workdir)
+
+  with open(pathlib.Path(root) / "commands.sh", "a") as log:
+    for workdir, cmd in todo:
+      # The runs read the pretraining's export: it finishes before any of them starts.
+      while running and (len(running) >= jobs or running[0][0].name == "pretrain"):
+        wait_one()
+      workdir.parent.mkdir(parents=True, exist_ok=True)
+      log.write(shown(cmd) + "\n")
+      log.flush()
+      logging.info("running %s", shlex.join(cmd))
+      out = open(f"{workdir}.log", "a")  # noqa: SIM115 (closed by wait_one)
+      running.append((workdir, subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT,
+                                                env=env), out))
+    while running:
+      wait_one()
+  return failed
+
+
+def write_tables(runs, root):
+  """results.md and results.csv from the finished runs of the grid; returns the Markdown."""
+  root = pathlib.Path(root)
+  finished = workdirs.load_runs([w for w, _ in runs if w.name != "pretrain"])
+  commands = "\n".join(shown(cmd) for _, cmd in runs)
+  text = (workdirs.table(finished) + "\nCommands (`python -m fer_jax.grid` runs each once):\n\n"
+          f"```bash\n{commands}\n```\n")
+  (root / "results.md").write_text(text)
+  with open(root / "results.csv", "w", newline="") as f:
+    writer = csv.writer(f)
+    writer.writerow(["method", "dataset", "noise", "rate", "seeds",
+                     *[f"{name}_{stat}" for field, name in workdirs.METRICS
+                       for stat in ("mean", "std")]])
+    for key, members in workdirs.groups(finished).items():
+      stats = [f"{x:.4f}" for pair in workdirs.mean_std(members) for x in pair]
+      writer.writerow([*key, " ".join(str(seed) for seed, _ in members), *stats])
+  return text
+
+
+def plot(runs, root):
+  """accuracy_vs_noise.png (several rates only) and curves.png of the finished runs."""
+  import matplotlib  # plotting is optional at import time
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+
+  root = pathlib.Path(root)
+  finished = workdirs.load_runs([w for w, _ in runs if w.name != "pretrain"])
+  clean, lines = {}, {}  # a method's clean point starts each of its noise-kind lines
+  for (method, _, kind, rate), members in workdirs.groups(finished).items():
+    final = [100 * s["final_accuracy"] for _, s in members]
+    point = (0.0 if kind == "none" else rate, np.mean(final), np.std(final))
+    if kind == "none":
+      clean[method] = point
+    elif kind != "file":  # a label file has no nominal rate to plot against
+      lines.setdefault((method, kind), []).append(point)
+  lines = {k: v + ([clean[k[0]]] if k[0] in clean else []) for k, v in lines.items()}
+  if any(len(points) > 1 for points in lines.values()):
+    fig, ax = plt.subplots(figsize=(5, 4))
+    for (method, kind), points in sorted(lines.items()):
+      rate, mean, std = map(np.array, zip(*sorted(points)))
+      ax.errorbar(100 * rate, mean, yerr=std, marker="o", capsize=3, label=f"{method}, {kind}")
+    ax.set(xlabel="noise rate (%)", ylabel="final test accuracy (%)")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(root / "accuracy_vs_noise.png", dpi=120)
+    plt.close(fig)
+  curves = []
+  for workdir, _ in runs:
+    metrics = workdir / "metrics.jsonl"
+    if workdir.name == "pretrain" or not metrics.exists():
+      continue
+    rows = [json.loads(line) for line in metrics.read_text().splitlines()]
+    points = [(r["epoch"], 100 * r["eval_accuracy"]) for r in rows if "eval_accuracy" in r]
+    if points:
+      curves.append((workdir.name, points))
+  if curves:
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for name, points in curves:
+      ax.plot(*zip(*points), label=name, lw=1)
+    ax.set(xlabel="epoch", ylabel="test accuracy (%)")
+    ax.legend(fontsize=6, ncol=2)
+    fig.tight_layout()
+    fig.savefig(root / "curves.png", dpi=120)
+    plt.close(fig)

@@ -1,0 +1,91 @@
+"""Training run directories: a run's config, and mean ± std over the seeds of finished runs.
+
+A run directory is a `python -m fer_jax.main` workdir: config.json from the start,
+summary.json once it finished. Groups are (method, dataset, noise kind, noise rate or file);
+the metrics are final accuracy, best accuracy (the max over epochs, NCCTFER/LA-Net's metric)
+and the mean of the last 5 epochs (EAC/SCN's metric), each as mean ± std (population std over
+seeds), in %.
+"""
+
+import collections
+import json
+import pathlib
+import sys
+
+import ml_collections
+import numpy as np
+
+from fer_jax import cli
+
+METRICS = (("final_accuracy", "final"), ("best_accuracy", "best"),
+           ("mean_last5_accuracy", "mean of last 5"))
+
+
+def read_config(workdir, hint=""):
+  """The ConfigDict of a training workdir's config.json; cli.UsageError naming the file if it
+  is missing (`hint` says what to do instead) or not JSON."""
+  path = pathlib.Path(workdir) / "config.json"
+  if not path.is_file():
+    raise cli.UsageError(f"{workdir}: no config.json (not a training workdir){hint}")
+  return ml_collections.ConfigDict(_read_json(path))
+
+
+def load_runs(dirs):
+  """[(group key, seed, summary)] of the finished runs among `dirs`; others are skipped with
+  a note. A finished run whose config.json or summary.json is unreadable is a
+  cli.UsageError naming the file."""
+  runs = []
+  for d in map(pathlib.Path, dirs):
+    if not (d / "summary.json").exists():
+      print(f"skipping {d}: no summary.json (unfinished?)", file=sys.stderr)
+      continue
+    config, summary = _read_json(d / "config.json"), _read_json(d / "summary.json")
+    try:
+      noise = config["noise"]
+      key = (config["method"], config["dataset"]["name"], noise["kind"],
+             noise["rate"] if noise["kind"] not in ("none", "file") else noise["file"])
+      seed = config["seed"]
+      for field, _ in METRICS:
+        summary[field]  # checked here, where the file is known
+    except (KeyError, TypeError) as e:
+      raise cli.UsageError(f"{d}: config.json or summary.json lacks {e}; not a run directory "
+                           "written by `python -m fer_jax.main`") from e
+    runs.append((key, seed, summary))
+  return runs
+
+
+def _read_json(path):
+  if not path.is_file():
+    raise cli.UsageError(f"{path}: no such file (a finished run has config.json and "
+                         "summary.json)")
+  try:
+    return json.loads(path.read_text())
+  except ValueError as e:  # json.JSONDecodeError, UnicodeDecodeError
+    raise cli.UsageError(f"{path}: not valid JSON ({e})") from e
+
+
+def groups(runs):
+  """{(method, dataset, noise kind, rate or file): [(seed, summary)] by seed}, sorted."""
+  grouped = collections.defaultdict(list)
+  for key, seed, summary in runs:
+    grouped[key].append((seed, summary))
+  return {k: sorted(v, key=lambda m: m[0]) for k, v in sorted(grouped.items(), key=str)}
+
+
+def mean_std(members):
+  """[(mean, std)] in % over the seeds of a group, one pair per metric of METRICS."""
+  values = [100 * np.array([s[field] for _, s in members]) for field, _ in METRICS]
+  return [(v.mean(), v.std()) for v in values]
+
+
+def table(runs):
+  """The Markdown table of `runs` (load_runs): a row per group, mean ± std per metric."""
+  lines = ["| method | dataset | noise | seeds | " + " | ".join(n for _, n in METRICS) + " |",
+           "| --- | --- | --- | --- | " + " | ".join("---" for _ in METRICS) + " |"]
+  for (method, dataset, kind, rate), members in groups(runs).items():
+    cells = [f"{mean:.2f} ± {std:.2f}" for mean, std in mean_std(members)]
+    noise = "clean" if kind == "none" else f"{kind} {rate}"
+    seeds = ",".join(str(seed) for seed, _ in members)
+    lines.append(f"| {method} | {dataset} | {noise} | {seeds} | " + " | ".join(cells) + " |")
+  return "\n".join(lines) + "\n"
+
