@@ -1,4 +1,5 @@
-"""How every `python -m fer_jax.<command>` runs its main: user mistakes as one line, bugs in full.
+"""How every `python -m fer_jax.<command>` runs its main: user mistakes as one line, bugs in full;
+and the `fer-jax <command>` console script (`main`), which runs the same commands.
 
 A mistake the user can fix (a bad flag, a missing or malformed input file, an unknown name)
 prints one message to stderr and exits with status 2:
@@ -15,6 +16,9 @@ both ValueErrors that name the file) and missing, existing or unreadable paths
 (FileNotFoundError, FileExistsError, NotADirectoryError, IsADirectoryError, PermissionError).
 Any other exception, a bare ValueError from numpy or jax included, is a bug and keeps its
 traceback. FER_JAX_TRACEBACK=1 prints the traceback of user errors too.
+
+`fer-jax <command> [args]` is `python -m fer_jax.<module> [args]` for each of COMMANDS (`fer-jax
+train` runs fer_jax/main.py), with the same flags; its errors read `fer-jax <command>: error:`.
 """
 
 import ast
@@ -22,6 +26,7 @@ import difflib
 import importlib.util
 import os
 import pathlib
+import runpy
 import sys
 import traceback
 
@@ -35,6 +40,21 @@ _PATH_ERRORS = (FileNotFoundError, FileExistsError, NotADirectoryError, IsADirec
 # ValueError subclasses of modules that may not be loaded (importing them costs seconds).
 _INPUT_ERRORS = (("fer_jax.data.prepared", "DataError"), ("fer_jax.safe_pickle", "RefusedError"))
 _WRAPPED = "Error whilst parsing config file"
+# The console script's commands: name -> (module of fer_jax that `python -m` runs, summary).
+COMMANDS = {
+  "train": ("main", "train and evaluate one config (resumes in its workdir)"),
+  "noise": ("noise", "write noisy training labels in the dataset's label-file format"),
+  "convert": ("convert", "PyTorch ResNet checkpoints -> model directories"),
+  "predict": ("predict", "class probabilities of face images -> CSV"),
+  "evaluate": ("evaluate", "accuracy, confusion matrix and calibration of a model"),
+  "audit": ("audit", "rank a run's training labels by how likely they are wrong"),
+  "explain": ("explain", "class activation map figures"),
+  "export": ("export", "a model as serialized StableHLO that runs with jax alone"),
+  "grid": ("grid", "methods x noise x seeds from a grid spec, then tables and plots"),
+  "results": ("results", "mean ± std tables over the seeds of finished runs"),
+}
+_SCRIPT = "fer-jax"
+_console_command = None  # the command `main` runs, for the error messages' head
 
 
 class UsageError(ValueError):
@@ -70,7 +90,7 @@ def run(main, command=None, argv=None):
       traceback.print_exc()
     # The trainer's interrupt says where the run stopped and what it kept.
     detail = f": {interrupt}" if str(interrupt) else ""
-    print(f"fer_jax {command}: interrupted{detail}", file=sys.stderr)
+    print(f"{_program(command)}: interrupted{detail}", file=sys.stderr)
     sys.exit(INTERRUPT_EXIT)
   except Exception as error:
     if not is_user_error(error):
@@ -80,15 +100,21 @@ def run(main, command=None, argv=None):
       hint = ""
     else:
       hint = f" ({TRACEBACK_ENV}=1 for the traceback)"
-    print(f"fer_jax {command}: error: {message(error).strip()}{hint}", file=sys.stderr)
+    print(f"{_program(command)}: error: {message(error).strip()}{hint}", file=sys.stderr)
     sys.exit(USAGE_EXIT)
 
 
 def _command_name():
+  if _console_command is not None:
+    return _console_command
   spec = getattr(sys.modules.get("__main__"), "__spec__", None)
   if spec is not None and spec.name:
     return spec.name.rpartition(".")[2]
   return pathlib.Path(sys.argv[0]).stem
+
+
+def _program(command):
+  return f"{_SCRIPT} {command}" if _console_command is not None else f"fer_jax {command}"
 
 
 def _plain_usage_errors(main):
@@ -102,6 +128,33 @@ def _plain_usage_errors(main):
       raise UsageError(str(e)) from e
 
   return wrapped
+
+
+# --- the console script ------------------------------------------------------------------
+def main(argv=None):
+  """`fer-jax <command> [args]`: runs the module of COMMANDS[command] as `python -m` does, with
+  `args` as its command line; exits as that command exits."""
+  global _console_command
+  argv = sys.argv if argv is None else list(argv)
+  if len(argv) < 2 or argv[1] in ("-h", "--help", "help"):
+    print(_script_usage(), file=sys.stdout if len(argv) > 1 else sys.stderr)
+    sys.exit(0 if len(argv) > 1 else USAGE_EXIT)
+  command = argv[1]
+  if command not in COMMANDS:
+    print(f"{_SCRIPT}: error: unknown command {command!r}; "
+          + unknown_name_hint(command, list(COMMANDS)), file=sys.stderr)
+    sys.exit(USAGE_EXIT)
+  _console_command = command
+  sys.argv = [f"{_SCRIPT} {command}", *argv[2:]]
+  runpy.run_module(f"fer_jax.{COMMANDS[command][0]}", run_name="__main__", alter_sys=True)
+
+
+def _script_usage():
+  width = max(map(len, COMMANDS))
+  rows = "\n".join(f"  {name:<{width}}  {summary}" for name, (_, summary) in COMMANDS.items())
+  return (f"usage: {_SCRIPT} <command> [flags and arguments]\n\ncommands:\n{rows}\n\n"
+          f"Each takes the flags of `python -m fer_jax.<module>` (train: fer_jax.main);\n"
+          f"`{_SCRIPT} <command> --help` lists them.")
 
 
 # --- flags ---------------------------------------------------------------------------------

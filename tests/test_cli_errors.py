@@ -1,5 +1,6 @@
 """User mistakes in every command: exit status 2, one `fer_jax <command>: error:` message that
-names the culprit (file, flag, field or name), no traceback, and no existing file changed.
+names the culprit (file, flag, field or name), no traceback, and no existing file changed; the
+same through the `fer-jax <command>` console script.
 
 Each row runs one command as a subprocess on tiny inputs made in tmp_path; none trains or
 compiles a model (the errors come first). The rows are separate test items with no
@@ -48,6 +49,18 @@ def _model_dir(path, **meta):
   _write(path / "model.json", json.dumps(meta))
   np.savez(path / "variables.npz", unused=np.zeros(1))
   return path
+
+
+def _fitting_model_dir(path, drop=None):
+  """A model directory whose tensors fit its model (random weights), less the tensor `drop`."""
+  from tests.test_explain import _model_dir as explain_model_dir  # imports jax: only here
+
+  directory = explain_model_dir(path)
+  if drop:
+    with np.load(directory / "variables.npz") as f:
+      flat = {k: f[k] for k in f.files if k != drop}
+    np.savez(directory / "variables.npz", **flat)
+  return directory
 
 
 def _run_dir(path, config=True, summary='{"final_accuracy": 0.5}'):
@@ -144,7 +157,8 @@ def noise_folder_without_images(tmp):
   for split in ("train/happy", "test/happy"):
     _write(tmp / "faces" / split / "notes.txt", "not an image")
   return Case(_noise(tmp, "folder", tmp / "faces", *_prepared(tmp)),
-              [str(tmp / "faces"), "no images for split 'train'"], [tmp / "noisy.txt"])
+              [str(tmp / "faces/train/happy"), "class folder with no images"],
+              [tmp / "noisy.txt"])
 
 
 def noise_folder_csv_missing_image(tmp):
@@ -215,8 +229,17 @@ def predict_model_without_head(tmp):
 
 def predict_unreadable_image(tmp):
   path = _write(tmp / "faces/broken.jpg", "not a jpeg")
-  return Case(["--checkpoint", str(_model_dir(tmp / "model")), "--output",
+  return Case(["--checkpoint", str(_fitting_model_dir(tmp)), "--output",
                str(tmp / "p.csv"), str(tmp / "faces")], [str(path), "unreadable image"],
+              [tmp / "p.csv"])
+
+
+def predict_model_missing_a_tensor(tmp):
+  _write(tmp / "faces/a.jpg", "x")
+  tensor = "params/backbone/layer2_0/conv1/kernel"
+  model = _fitting_model_dir(tmp, drop=tensor)
+  return Case(["--checkpoint", str(model), "--output", str(tmp / "p.csv"), str(tmp / "faces")],
+              [f"{model / 'variables.npz'}: does not fit", f"missing {tensor} (3, 3, 8, 16)"],
               [tmp / "p.csv"])
 
 
@@ -316,7 +339,7 @@ ROWS = {
   "convert": [convert_not_a_checkpoint, convert_refused_pickle, convert_not_a_resnet,
               convert_out_holds_a_model],
   "predict": [predict_folder_without_images, predict_missing_model, predict_model_without_head,
-              predict_unreadable_image],
+              predict_unreadable_image, predict_model_missing_a_tensor],
   "evaluate": [evaluate_not_a_workdir, evaluate_out_exists, evaluate_mistyped_config_field],
   "audit": [audit_relabel_without_labels_out, audit_config_not_json],
   "explain": [explain_folder_without_images, explain_out_exists],
@@ -327,26 +350,31 @@ ROWS = {
 
 
 def _run(command, args, **env):
+  return _subprocess([sys.executable, "-m", f"fer_jax.{command}", *args], **env)
+
+
+def _run_script(command, args):
+  """`fer-jax <command> args` through the console script's entry function."""
+  return _subprocess([sys.executable, "-c", "from fer_jax import cli; cli.main()", command, *args])
+
+
+def _subprocess(cmd, **env):
   environ = {k: v for k, v in os.environ.items() if k != cli.TRACEBACK_ENV}
   environ.update(PYTHONPATH=str(ROOT), XLA_FLAGS="", JAX_PLATFORMS="cpu", **env)
-  return subprocess.run([sys.executable, "-m", f"fer_jax.{command}", *args], cwd=ROOT,
-                        env=environ, capture_output=True, text=True, timeout=180, check=False)
+  return subprocess.run(cmd, cwd=ROOT, env=environ, capture_output=True, text=True, timeout=180,
+                        check=False)
 
 
 def _snapshot(root):
   return {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in root.rglob("*") if p.is_file()}
 
 
-@pytest.mark.parametrize("command,setup", [(c, s) for c, rows in ROWS.items() for s in rows],
-                         ids=lambda v: v.__name__ if callable(v) else v)
-def test_user_error_is_one_line(command, setup, tmp_path):
-  case = setup(tmp_path)
-  before = _snapshot(tmp_path)
-  result = _run(command, case.args)
+def _check(result, head, case, before):
+  """`result` is one user-error line starting with `head` that names every culprit of `case`,
+  and nothing in `before` (or `case.absent`) changed."""
   output = result.stdout + result.stderr
   assert result.returncode == cli.USAGE_EXIT, output
   assert "Traceback" not in output
-  head = f"fer_jax {command}: error: "
   assert result.stderr.count(head) == 1, result.stderr
   message = result.stderr[result.stderr.index(head):]
   for culprit in case.culprits:
@@ -356,6 +384,50 @@ def test_user_error_is_one_line(command, setup, tmp_path):
     assert path.is_file() and path.stat().st_mtime_ns == mtime and path.read_bytes() == data, path
   for path in case.absent:
     assert not path.exists(), path
+
+
+@pytest.mark.parametrize("command,setup", [(c, s) for c, rows in ROWS.items() for s in rows],
+                         ids=lambda v: v.__name__ if callable(v) else v)
+def test_user_error_is_one_line(command, setup, tmp_path):
+  case = setup(tmp_path)
+  before = _snapshot(tmp_path)
+  _check(_run(command, case.args), f"fer_jax {command}: error: ", case, before)
+
+
+SCRIPT_COMMANDS = {module: name for name, (module, _) in cli.COMMANDS.items()}
+
+
+@pytest.mark.parametrize("command,setup", [(c, rows[-1]) for c, rows in ROWS.items()],
+                         ids=lambda v: v.__name__ if callable(v) else v)
+def test_console_script_runs_each_command_with_its_flags(command, setup, tmp_path):
+  """`fer-jax <name>` is `python -m fer_jax.<module>`: the same arguments, the same error."""
+  case = setup(tmp_path)
+  before = _snapshot(tmp_path)
+  name = SCRIPT_COMMANDS[command]
+  _check(_run_script(name, case.args), f"fer-jax {name}: error: ", case, before)
+
+
+def test_console_script_lists_its_commands_and_names_an_unknown_one(capsys):
+  for argv, code in ((["fer-jax"], cli.USAGE_EXIT), (["fer-jax", "--help"], 0)):
+    with pytest.raises(SystemExit) as exit_:
+      cli.main(argv)
+    assert exit_.value.code == code
+    out = capsys.readouterr()
+    assert all(f"  {name} " in out.out + out.err for name in cli.COMMANDS)
+  with pytest.raises(SystemExit) as exit_:
+    cli.main(["fer-jax", "resutls"])
+  assert exit_.value.code == cli.USAGE_EXIT
+  assert "fer-jax: error: unknown command 'resutls'; did you mean 'results'?" in (
+    capsys.readouterr().err)
+
+
+def test_installed_console_script(tmp_path):
+  """`pip install -e .` puts `fer-jax` beside the interpreter."""
+  script = pathlib.Path(sys.executable).parent / "fer-jax"
+  if not script.exists():
+    pytest.skip("fer-jax is not installed: pip install -e .")
+  case = results_out_exists(tmp_path)
+  _check(_subprocess([str(script), "results", *case.args]), "fer-jax results: error: ", case, {})
 
 
 def test_traceback_on_request(tmp_path):

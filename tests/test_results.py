@@ -1,8 +1,13 @@
-"""Results tables: grouping by method and noise, mean ± std over seeds."""
+"""Results tables: grouping by method and noise, mean ± std over seeds; the command."""
 
 import json
+import pathlib
+import subprocess
+import sys
 
-from fer_jax import results
+from fer_jax import workdirs
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
 def _run(path, method, seed, rate, final, best, last5):
@@ -22,8 +27,23 @@ def test_table_groups_runs_and_reports_mean_and_std(tmp_path):
           _run(tmp_path / "c", "eac", 0, 0.3, 0.90, 0.90, 0.90),
           _run(tmp_path / "d", "ce", 0, 0.0, 0.95, 0.96, 0.94)]
   (tmp_path / "unfinished").mkdir()
-  lines = results.table(results.load_runs([*dirs, tmp_path / "unfinished"])).splitlines()
+  lines = workdirs.table(workdirs.load_runs([*dirs, tmp_path / "unfinished"])).splitlines()
   assert len(lines) == 5
   assert "| ce | synthetic | symmetric 0.3 | 0,1 | 65.00 ± 5.00 | 75.00 ± 5.00 | 70.00 ± 5.00 |" in lines
   assert "| eac | synthetic | symmetric 0.3 | 0 | 90.00 ± 0.00 | 90.00 ± 0.00 | 90.00 ± 0.00 |" in lines
   assert any(line.startswith("| ce | synthetic | clean | 0 |") for line in lines)
+
+
+def test_console_script_prints_the_same_table(tmp_path):
+  """`fer-jax results ...` (the entry function) and `python -m fer_jax.results ...` agree."""
+  dirs = [str(_run(tmp_path / "a", "ce", 0, 0.3, 0.60, 0.70, 0.65)),
+          str(_run(tmp_path / "b", "ce", 1, 0.3, 0.70, 0.80, 0.75))]
+  outputs = []
+  for cmd in ([sys.executable, "-m", "fer_jax.results"],
+              [sys.executable, "-c", "from fer_jax import cli; cli.main()", "results"]):
+    out = tmp_path / f"table{len(outputs)}.md"
+    result = subprocess.run([*cmd, *dirs, "--out", str(out)], cwd=ROOT, capture_output=True,
+                            text=True, timeout=120, check=False)
+    assert result.returncode == 0, result.stderr
+    outputs.append((result.stdout, out.read_text()))
+  assert outputs[0] == outputs[1] and "| ce | synthetic | symmetric 0.3 | 0,1 |" in outputs[0][0]
