@@ -88,6 +88,21 @@ def _module_file(name):
   return None
 
 
+def _resolves(name):
+  """Whether `fer_jax.a.b` is a module, or a module and a name it defines at top level."""
+  if _module_file(name):
+    return True
+  module, _, attribute = name.rpartition(".")
+  source = _module_file(module)
+  if source is None:
+    return False
+  tree = ast.parse(source.read_text())
+  defined = {n.name for n in tree.body if isinstance(n, (ast.FunctionDef, ast.ClassDef))}
+  defined |= {t.id for n in tree.body if isinstance(n, ast.Assign) for t in n.targets
+              if isinstance(t, ast.Name)}
+  return attribute in defined
+
+
 @functools.cache
 def _defined_flags(source):
   """Flag names a command's source defines (absl DEFINE_* or argparse add_argument)."""
@@ -183,8 +198,24 @@ def _commands(text):
   return found
 
 
+@functools.cache
+def _console_commands():
+  """`fer-jax` subcommand -> module, from fer_jax/cli.py's COMMANDS."""
+  text = (ROOT / "fer_jax/cli.py").read_text()
+  return dict(re.findall(r'^\s*"([\w-]+)": \("(\w+)"', text, re.M))
+
+
 def _command(tokens):
+  """[(source, arguments)] of the fer_jax command or script in `tokens`; [] for none (or for a
+  placeholder such as `fer-jax <command>`)."""
+  tokens = [t for t in tokens if t]
   for i, token in enumerate(tokens):
+    if i + 1 < len(tokens) and _is_placeholder(tokens[i + 1]):
+      continue
+    if token == "fer-jax" and i + 1 < len(tokens) and not tokens[i + 1].startswith("-"):
+      module = _console_commands().get(tokens[i + 1])
+      assert module, f"fer-jax {tokens[i + 1]}: no such command in fer_jax/cli.py COMMANDS"
+      return [(_module_file(f"fer_jax.{module}"), tokens[i + 2 :])]
     if token == "-m" and i + 1 < len(tokens) and tokens[i + 1].startswith("fer_jax"):
       source = _module_file(tokens[i + 1])
       assert source is not None, f"python -m {tokens[i + 1]}: no such module"
@@ -242,7 +273,7 @@ def test_named_modules_exist(doc):
   text = _checked_text(ROOT / doc)
   names = set(MODULE_RE.findall(text))
   names |= {s for s in _inline_spans(ROOT / doc) if re.fullmatch(r"fer_jax(\.\w+)+", s)}
-  missing = sorted(n for n in names if _module_file(n) is None)
+  missing = sorted(n for n in names if not _resolves(n))
   assert not missing, f"{doc} names modules that do not exist: {missing}"
 
 
