@@ -87,7 +87,9 @@ def base_config(method, data="synthetic", noise=0.0, noise_kind="symmetric", noi
   # Training-label noise (fer_jax/noise.py): kind none | symmetric | asymmetric_lanet |
   # asymmetric_ncct | file (a noisy label file in the dataset's format, e.g. EAC's noise01.txt).
   kind = "file" if noise_file else noise_kind if noise else "none"
-  c.noise = mlc.ConfigDict(dict(kind=kind, rate=noise, seed=0, file=noise_file))
+  # order: the class order a symmetric flip counts its offset in: "" the dataset's own |
+  # "lanet" LA-Net's (its exact noisy labels; fer_jax/label_noise.py).
+  c.noise = mlc.ConfigDict(dict(kind=kind, rate=noise, seed=0, file=noise_file, order=""))
   c.input = mlc.ConfigDict(
     dict(
       image_size=224,

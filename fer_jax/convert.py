@@ -31,8 +31,8 @@ import jax.numpy as jnp
 import numpy as np
 from absl import flags
 
-from fer_jax import cli, safe_pickle, torch_files
-from fer_jax.data import classes, pipeline
+from fer_jax import cli, expressions, safe_pickle, torch_files
+from fer_jax.data import pipeline
 from fer_jax.models import resnet, weights
 
 _BN = {"weight": ("params", "scale"), "bias": ("params", "bias"),
@@ -116,7 +116,7 @@ def read_checkpoint(src):
   return torch_files.load(src)
 
 
-def convert(src, out, class_names=classes.RAF_DB, image_size=224,
+def convert(src, out, class_names=expressions.RAF_DB, image_size=224,
             mean=pipeline.IMAGENET_MEAN, std=pipeline.IMAGENET_STD, arch=None):
   """Converts the PyTorch checkpoint `src` into the model directory `out`.
 
@@ -154,7 +154,7 @@ flags.DEFINE_string("torch", None, "PyTorch checkpoint (.pth/.pt/.tar), or the V
 flags.DEFINE_enum("arch", None, sorted(resnet.ARCHS), "Backbone; default: inferred "
                   "(resnet50_caffe for a .pkl).")
 flags.DEFINE_string("out", None, "Output model directory (must not hold a model already).")
-flags.DEFINE_list("class_names", list(classes.RAF_DB),
+flags.DEFINE_list("class_names", list(expressions.RAF_DB),
                   "Class names in the model's output order (default: RAF-DB basic order).")
 flags.DEFINE_integer("image_size", 224, "Eval input size recorded with the model.")
 flags.DEFINE_list("mean", [str(v) for v in pipeline.IMAGENET_MEAN], "Eval RGB mean on [0, 1].")

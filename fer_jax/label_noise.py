@@ -199,7 +199,7 @@ def check_config(config):
   """Raises cli.UsageError unless `config` (config.noise: kind, rate, file, order) is usable;
   reads no data, so runs can check it before loading a dataset."""
   cli.check_name(config.kind, KINDS, "config.noise.kind")
-  check_order(config.get("order", ""), "config.noise.order")
+  check_order(config.order, "config.noise.order")
   if config.kind == "file":
     if not config.file:
       raise cli.UsageError("config.noise.kind='file' needs config.noise.file (a noisy label "
@@ -218,7 +218,7 @@ def noisy_labels(dataset, config):
     noisy = read_label_file(pathlib.Path(config.file).expanduser(), dataset)
     settings = {"kind": "file", "file": str(config.file)}
   else:
-    order = config.get("order", "")
+    order = config.order
     noisy = corrupt(clean, dataset.class_names, config.kind, config.rate, config.seed, order)
     settings = {"kind": config.kind, "rate": config.rate, "seed": config.seed}
     if config.kind == "symmetric" and order:

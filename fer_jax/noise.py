@@ -18,9 +18,6 @@ from absl import flags
 from fer_jax import cli, label_noise
 from fer_jax.data import sources
 
-# The trainer's name for label_noise.apply.
-apply = label_noise.apply
-
 
 def main(argv):
   f = flags.FLAGS

@@ -5,9 +5,6 @@ import re
 import jax
 import optax
 
-# The trainer and scripts/ call optim.epoch_steps; it lives in schedule.py, which methods import.
-from fer_jax.schedule import epoch_steps  # noqa: F401
-
 
 def schedule(opt_config, lr, steps_per_epoch, total_steps):
   """The learning rate as a function of the step.

@@ -22,7 +22,7 @@ from jax.experimental import multihost_utils
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from fer_jax import checkpoint, cli, noise, optim, writers
+from fer_jax import checkpoint, cli, label_noise, optim, schedule, writers
 from fer_jax.data import device_ops, feed, pipeline, sources
 from fer_jax.models import resnet, weights
 from fer_jax.state import TrainState
@@ -210,7 +210,7 @@ def train_and_evaluate(config, workdir):
   # Noise is drawn, and noisy label files are read and written, in the dataset's own class
   # order, so every method of a comparison trains on the same noisy labels. (The files are
   # written once every check has passed, below.)
-  dataset, noise_report = noise.apply(given, config.noise)
+  dataset, noise_report = label_noise.apply(given, config.noise)
   dataset = sources.in_class_order(dataset, config.dataset)
   for split in ("train", "test"):
     counts = dataset.class_counts(split)
@@ -230,7 +230,7 @@ def train_and_evaluate(config, workdir):
   replicated, data_sharding = NamedSharding(mesh, P()), NamedSharding(mesh, P("data"))
   model = method.build_model(config)
   num_train = len(dataset.train)
-  steps_per_epoch = optim.epoch_steps(config, num_train)
+  steps_per_epoch = schedule.epoch_steps(config, num_train)
   total_steps = steps_per_epoch * config.num_epochs
   tx, lr_fns = optim.make(config.optimizer, steps_per_epoch, total_steps)
   # Made by a jitted function so the keys are global arrays (every host saves and restores them).
@@ -263,7 +263,7 @@ def train_and_evaluate(config, workdir):
   # Every check passed: from here on the workdir is written.
   workdir.mkdir(parents=True, exist_ok=True)
   _write_config(workdir, config)
-  noise.apply(given, config.noise, workdir / "noise" if jax.process_index() == 0 else None)
+  label_noise.apply(given, config.noise, workdir / "noise" if jax.process_index() == 0 else None)
   ckpt = checkpoint.Checkpointer((workdir / "checkpoints").absolute(), config.keep_checkpoints)
   meta = {"history": [], "confusion": None}
   restored = ckpt.restore(state, rng)

@@ -87,7 +87,7 @@ def main(argv):
   from jax.sharding import NamedSharding
   from jax.sharding import PartitionSpec as P
 
-  from fer_jax import optim, train
+  from fer_jax import optim, schedule, train
   from fer_jax.data import device_ops, feed, pipeline, sources
   from fer_jax.models import resnet
 
@@ -97,7 +97,7 @@ def main(argv):
   replicated, data_sharding = NamedSharding(mesh, P()), NamedSharding(mesh, P("data"))
   method = train.get_method(config)
   model = method.build_model(config)
-  steps_per_epoch = optim.epoch_steps(config, len(dataset.train))
+  steps_per_epoch = schedule.epoch_steps(config, len(dataset.train))
   tx, lr_fns = optim.make(config.optimizer, steps_per_epoch, steps_per_epoch * config.num_epochs)
   state = train.create_state(config, model, tx, method, len(dataset.train), jax.random.key(0),
                              replicated)

@@ -22,7 +22,7 @@ from absl import app, flags
 sys.path.insert(0, ".")  # run from the repository root: configs/ is not a package on the path
 
 from configs import eac as eac_config  # noqa: E402
-from fer_jax import noise, optim, train  # noqa: E402
+from fer_jax import label_noise, optim, schedule, train  # noqa: E402
 from fer_jax.data import device_ops, pipeline, sources  # noqa: E402
 from fer_jax.methods import eac  # noqa: E402
 from fer_jax.models import weights  # noqa: E402
@@ -31,7 +31,7 @@ from fer_jax.models import weights  # noqa: E402
 def setup(init_from="", lam=5.0, lr=1e-3, view="auto"):
   config = eac_config.get_config(f"synthetic,noise=0.3,view={view}")
   config.init_from, config.eac.lam, config.optimizer.lr = init_from, lam, lr
-  dataset, _ = noise.apply(sources.load(config.dataset), config.noise, None)
+  dataset, _ = label_noise.apply(sources.load(config.dataset), config.noise, None)
   test = next(pipeline.eval_batches(dataset.test, config.input.eval_ops, 256))
   return config, dataset, test
 
@@ -39,7 +39,7 @@ def setup(init_from="", lam=5.0, lr=1e-3, view="auto"):
 def steps(f):
   config, dataset, test = setup(f.init_from, f.lam, f.lr, f.view)
   model = eac.build_model(config)
-  steps_per_epoch = optim.epoch_steps(config, len(dataset.train))
+  steps_per_epoch = schedule.epoch_steps(config, len(dataset.train))
   tx, lr_fns = optim.make(config.optimizer, steps_per_epoch, steps_per_epoch * config.num_epochs)
   state = train.create_state(config, model, tx, eac, len(dataset.train), jax.random.key(0), None)
   step = jax.jit(functools.partial(train.train_step, model=model, tx=tx, method=eac,

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fer_jax.data import classes, ferplus, pipeline, prepared, sources
+from fer_jax import expressions
+from fer_jax.data import ferplus, pipeline, prepared, sources
 
 RAF_TRAIN_PER_CLASS = (3, 1, 2, 4, 2, 1, 3)  # 16 train images, imbalanced like RAF-DB
 RAF_TEST_PER_CLASS = (1, 1, 1, 2, 1, 1, 1)
@@ -47,7 +48,7 @@ def raf_config(tmp_path, root, **overrides):
 def test_raf_db_counts_order_and_pixels(tmp_path):
   lines = make_raf(tmp_path / "raf")
   dataset = sources.load(raf_config(tmp_path, tmp_path / "raf"))
-  assert dataset.class_names == classes.RAF_DB
+  assert dataset.class_names == expressions.RAF_DB
   np.testing.assert_array_equal(dataset.class_counts("train"), RAF_TRAIN_PER_CLASS)
   np.testing.assert_array_equal(dataset.class_counts("test"), RAF_TEST_PER_CLASS)
   train_lines = [line for line in lines if line.startswith("train")]
@@ -176,7 +177,7 @@ def test_ferplus_splits_classes_and_pixels(tmp_path):
   config = sources.default_config("ferplus", data_dir=str(tmp_path / "fer"),
                                   prepared_dir=str(tmp_path / "prepared"))
   seven = sources.load(config)
-  assert seven.class_names == classes.FERPLUS[:7]
+  assert seven.class_names == expressions.FERPLUS[:7]
   assert seven.train.names == ("fer0000000.png", "fer0000001.png")  # contempt and tie dropped
   np.testing.assert_array_equal(seven.train.labels, [0, 1])
   assert seven.test.names == ("fer0000006.png",) and seven.test.labels.tolist() == [4]
@@ -247,7 +248,7 @@ def test_affectnet_crops_protocols_and_balanced_sampler(tmp_path):
   config = sources.default_config("affectnet", data_dir=str(tmp_path / "an"),
                                   prepared_dir=str(tmp_path / "prepared"))
   seven = sources.load(config)
-  assert seven.class_names == classes.AFFECTNET[:7]
+  assert seven.class_names == expressions.AFFECTNET[:7]
   train_codes = [r[6] for r in rows["training"]]
   assert list(seven.train.labels) == [c for c in train_codes if c < 7]
   record = seven.train[0]

@@ -114,8 +114,7 @@ def test_init_from_puts_a_loaded_head_in_the_runs_class_order(tmp_path):
   scores each class with that class's weights; one trained on other classes, or
   init_head=False, leaves the run's fresh head."""
   from configs import baseline
-  from fer_jax import train
-  from fer_jax.data import classes
+  from fer_jax import expressions, train
   from fer_jax.methods import ce
   from fer_jax.models import weights
 
@@ -125,13 +124,13 @@ def test_init_from_puts_a_loaded_head_in_the_runs_class_order(tmp_path):
   fresh = train.create_state(config, model, tx, ce, 10, jax.random.key(0), None)
   kernel = np.tile(np.arange(7, dtype=np.float32), (fresh.params["head"]["kernel"].shape[0], 1))
   params = {**fresh.params, "head": {"kernel": kernel, "bias": np.arange(7, dtype=np.float32)}}
-  meta = {"class_names": list(classes.RAF_DB)}
+  meta = {"class_names": list(expressions.RAF_DB)}
   weights.save(tmp_path / "m", {"params": params, "batch_stats": fresh.batch_stats}, meta)
   config.init_from = str(tmp_path / "m")
 
-  affectnet7 = classes.AFFECTNET[:7]
+  affectnet7 = expressions.AFFECTNET[:7]
   state = train.create_state(config, model, tx, ce, 10, jax.random.key(0), None, affectnet7)
-  expected = [classes.RAF_DB.index(name) for name in affectnet7]  # happiness -> RAF index 3
+  expected = [expressions.RAF_DB.index(name) for name in affectnet7]  # happiness -> RAF index 3
   np.testing.assert_array_equal(state.params["head"]["bias"], expected)
   np.testing.assert_array_equal(state.params["head"]["kernel"][5], expected)
 
@@ -140,5 +139,5 @@ def test_init_from_puts_a_loaded_head_in_the_runs_class_order(tmp_path):
   np.testing.assert_array_equal(state.params["head"]["kernel"], fresh.params["head"]["kernel"])
 
   config.init_head = False  # the papers' start: the backbone alone, whatever the classes
-  state = train.create_state(config, model, tx, ce, 10, jax.random.key(0), None, classes.RAF_DB)
+  state = train.create_state(config, model, tx, ce, 10, jax.random.key(0), None, expressions.RAF_DB)
   np.testing.assert_array_equal(state.params["head"]["bias"], fresh.params["head"]["bias"])

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from configs import ncct as ncct_config
-from fer_jax import train
-from fer_jax.data import classes, sources
+from fer_jax import expressions, label_noise, train
+from fer_jax.data import sources
 from fer_jax.methods import ncct
 
 TOY_PROBS = jnp.array([[.9, .05, .05], [.3, .6, .1], [.2, .7, .1], [.5, .2, .3]])
@@ -119,11 +119,11 @@ def test_every_dataset_trains_in_affectnet_order():
   labels = np.arange(7, dtype=np.int32)
   split = sources.LabelledSource(sources.ArrayStore(np.zeros((7, 2, 2, 3), np.uint8)), labels,
                                  tuple(map(str, labels)))
-  raf = sources.Dataset("raf", classes.RAF_DB, split, split)
-  moved = sources.reorder(raf, classes.AFFECTNET[:7])
+  raf = sources.Dataset("raf", expressions.RAF_DB, split, split)
+  moved = sources.reorder(raf, expressions.AFFECTNET[:7])
   # RAF (0-based) -> AffectNet: {0->3, 1->4, 2->5, 3->1, 4->2, 5->6, 6->0} (spec §1.1).
   assert moved.train.labels.tolist() == [3, 4, 5, 1, 2, 6, 0]
-  assert moved.class_names == classes.AFFECTNET[:7]
+  assert moved.class_names == expressions.AFFECTNET[:7]
 
 
 def test_tiny_run_exports_only_the_positive_classifier(tmp_path):
@@ -137,7 +137,7 @@ def test_tiny_run_exports_only_the_positive_classifier(tmp_path):
 
   variables, meta = weights.load(tmp_path / "run/model")
   assert set(variables["params"]) == {"backbone", "head"}
-  assert meta["class_names"] == list(classes.AFFECTNET[:7])
+  assert meta["class_names"] == list(expressions.AFFECTNET[:7])
   logged = [json.loads(line) for line in (tmp_path / "run/metrics.jsonl").read_text().splitlines()]
   assert any("train_detect_precision" in x and "train_confident_weak" in x for x in logged)
 
@@ -146,12 +146,10 @@ def test_noise_is_drawn_before_the_class_reorder(tmp_path):
   """NCCTFER's AffectNet order must not change which noisy labels a seed gives."""
   import ml_collections
 
-  from fer_jax import noise
-
   config = ncct_config.get_config("synthetic,noise=0.3,runlocal=true")
   config.dataset.cache_dir = str(tmp_path)
   own = sources.load(config.dataset)
-  noisy, _ = noise.apply(own, ml_collections.ConfigDict(config.noise.to_dict()))
+  noisy, _ = label_noise.apply(own, ml_collections.ConfigDict(config.noise.to_dict()))
   moved = sources.in_class_order(noisy, config.dataset)
   names = [moved.class_names[i] for i in moved.train.labels]
   assert names == [own.class_names[i] for i in noisy.train.labels]

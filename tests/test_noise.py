@@ -143,7 +143,7 @@ def test_noise_from_file_and_into_the_run_directory(raf, tmp_path):
   labels[:4] = (labels[:4] + 1) % 7
   path = tmp_path / "given.txt"
   label_noise.write_label_file(path, dataset.train.names, labels, dataset)
-  config = ml_collections.ConfigDict(dict(kind="file", rate=0.0, seed=0, file=str(path)))
+  config = ml_collections.ConfigDict(dict(kind="file", rate=0.0, seed=0, file=str(path), order=""))
   noisy_set, report = label_noise.apply(dataset, config, tmp_path / "run/noise")
   assert report["flipped"] == 4 and report["realised_rate"] == pytest.approx(4 / 16)
   np.testing.assert_array_equal(noisy_set.train.labels, labels)

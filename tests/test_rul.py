@@ -6,7 +6,7 @@ import numpy as np
 import optax
 
 from configs import rul as rul_config
-from fer_jax import predict, train
+from fer_jax import inference, train
 from fer_jax.methods import rul
 from tests import steps
 
@@ -67,7 +67,7 @@ def test_tiny_run_exports_the_mu_branch_for_predict(tmp_path):
   config.dataset.cache_dir = str(tmp_path / "cache")
   config.progress_bar = False
   train.train_and_evaluate(config, tmp_path / "run")
-  model, variables, meta = predict.load_model(tmp_path / "run")
+  model, variables, meta = inference.load_model(tmp_path / "run")
   assert set(variables["params"]) == {"backbone", "neck", "head"} and meta["neck"] == "uncertainty"
   logits, _ = model.apply(variables, jnp.zeros((2, 32, 32, 3)), train=False)
   assert logits.shape == (2, 7) and bool(jnp.isfinite(logits).all())

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from configs import baseline
-from fer_jax import predict, train
+from fer_jax import inference, predict, train
 from fer_jax.data import augment, device_ops, pipeline, sources
 from tests import steps
 
@@ -116,8 +116,8 @@ def test_predict_matches_training_eval_and_refuses_bad_input(trained_run, tmp_pa
   for i in range(20):
     paths.append(tmp_path / f"face{i:02d}.png")
     Image.fromarray(dataset.test.store.images[i]).save(paths[-1])
-  model, variables, meta = predict.load_model(workdir)  # a workdir resolves to its model/
-  probs = predict.predict(model, variables, meta, predict.list_images([tmp_path]), batch_size=8)
+  model, variables, meta = inference.load_model(workdir)  # a workdir resolves to its model/
+  probs = inference.predict(model, variables, meta, inference.list_images([tmp_path]), batch_size=8)
   assert probs.shape == (20, 7)
   np.testing.assert_allclose(probs.sum(1), 1.0, rtol=1e-5)
   # Same probabilities as the trainer's eval transform on these images (PNG is lossless).
@@ -134,9 +134,9 @@ def test_predict_matches_training_eval_and_refuses_bad_input(trained_run, tmp_pa
     predict.write_csv(out, paths, probs, meta["class_names"])
   (tmp_path / "broken.jpg").write_bytes(b"not a jpeg")
   with pytest.raises(ValueError, match="broken.jpg: unreadable image"):
-    predict.predict(model, variables, meta, [tmp_path / "broken.jpg"])
+    inference.predict(model, variables, meta, [tmp_path / "broken.jpg"])
   with pytest.raises(FileNotFoundError, match="nope.jpg"):
-    predict.list_images([tmp_path / "nope.jpg"])
+    inference.list_images([tmp_path / "nope.jpg"])
 
 
 def _main(workdir, *extra):
@@ -270,11 +270,11 @@ def test_an_extended_run_refreshes_every_output_and_keeps_the_earlier_model(tmp_
   earlier = json.loads((tmp_path / f"run/model_step{steps_per_epoch}/model.json").read_text())
   assert model["step"] == 2 * steps_per_epoch and earlier["step"] == steps_per_epoch
   # The refreshed model is the one the summary describes: its eval reproduces the accuracy.
-  model, variables, meta = predict.load_model(tmp_path / "run/model")
+  model, variables, meta = inference.load_model(tmp_path / "run/model")
   test = sources.load(config.dataset).test
   resize = augment.resize(meta["image_size"])
   images = np.stack([resize({"image": test[i]["image"]}, None)["image"] for i in range(len(test))])
-  probs = np.asarray(predict.probability_fn(model, variables, meta)(images))
+  probs = np.asarray(inference.probability_fn(model, variables, meta)(images))
   accuracy = float(np.mean(probs.argmax(1) == test.labels))
   # Within one image: the host resize here and the device resize of training may differ by a
   # uint8 level.

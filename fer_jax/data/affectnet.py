@@ -22,8 +22,8 @@ import pathlib
 import numpy as np
 import tensorflow_datasets as tfds
 
-from fer_jax import cli
-from fer_jax.data import classes, prepared, sources
+from fer_jax import cli, expressions
+from fer_jax.data import prepared, sources
 
 COLUMNS = ("subDirectory_filePath", "face_x", "face_y", "face_width", "face_height",
            "facial_landmarks", "expression", "valence", "arousal")
@@ -143,6 +143,6 @@ def load(config):
     rows = np.flatnonzero(labels < config.num_classes)
     return prepared.labelled(builder, name, labels[rows], rows)
 
-  return sources.Dataset("affectnet", classes.AFFECTNET[: config.num_classes],
+  return sources.Dataset("affectnet", expressions.AFFECTNET[: config.num_classes],
                          split(config.train_split), split(config.test_split),
                          source=str(config.data_dir))

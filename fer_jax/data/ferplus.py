@@ -22,12 +22,12 @@ import pathlib
 import numpy as np
 import tensorflow_datasets as tfds
 
-from fer_jax import cli
-from fer_jax.data import classes, prepared, sources
+from fer_jax import cli, expressions
+from fer_jax.data import prepared, sources
 
 PIXELS_FILE, VOTES_FILE = "fer2013.csv", "fer2013new.csv"
 USAGE_TO_SPLIT = {"Training": "train", "PublicTest": "validation", "PrivateTest": "test"}
-VOTE_COLUMNS = (*classes.FERPLUS, "unknown", "NF")
+VOTE_COLUMNS = (*expressions.FERPLUS, "unknown", "NF")
 LABEL_MODES = ("majority", "crossentropy", "probability", "multi_target")
 DEFAULTS = {**prepared.DEFAULTS, "label_mode": "majority", "num_classes": 7}
 LAYOUT = f"""\
@@ -70,7 +70,7 @@ def vote_targets(votes, mode):
         for i in np.flatnonzero(v == top):
           t[i], v[i] = top, 0.0
           covered, count = covered + top, count + 1
-          if i >= len(classes.FERPLUS):
+          if i >= len(expressions.FERPLUS):
             stop = True
             if t.sum() > top:  # emotions came before it: keep them, not unknown/NF
               t[i], count = 0.0, count - 1
@@ -79,8 +79,8 @@ def vote_targets(votes, mode):
           break
       if t.sum() <= 0.5 * total or count > 3:
         t[:] = 0
-  keep = targets.any(1) & (targets.argmax(1) < len(classes.FERPLUS))
-  emotions = targets[:, : len(classes.FERPLUS)]
+  keep = targets.any(1) & (targets.argmax(1) < len(expressions.FERPLUS))
+  emotions = targets[:, : len(expressions.FERPLUS)]
   if mode == "multi_target":
     emotions = (emotions > 0).astype(np.float32)
   sums = emotions.sum(1, keepdims=True)
@@ -166,7 +166,7 @@ def load(config):
   if config.num_classes not in (7, 8):
     raise cli.UsageError(f"config.dataset.num_classes={config.num_classes}: expected 7 or 8")
   builder = prepared.open_builder(Ferplus, config)
-  class_names = classes.FERPLUS[: config.num_classes]
+  class_names = expressions.FERPLUS[: config.num_classes]
 
   def split(name, mode):
     targets, keep = vote_targets(prepared.split_index(builder, name)["votes"], mode)

@@ -63,6 +63,11 @@ def load(path, num_examples):
   return points.astype(np.float32)
 
 
+# Landmark files give points in pixels of the image resized to FRAME x FRAME (LA-Net's RAF-DB
+# file: the 224 px resize of the 100 px aligned faces); records carry them in their own pixels.
+FRAME = 224
+
+
 @dataclasses.dataclass(frozen=True)
 class _WithLandmarks:
   store: object
@@ -72,7 +77,10 @@ class _WithLandmarks:
     return len(self.store)
 
   def __getitem__(self, index):
-    return {**self.store[index], "landmarks": self.landmarks[index]}
+    record = self.store[index]
+    h, w = record["image"].shape[:2]
+    scale = np.array([w / FRAME, h / FRAME], np.float32)
+    return {**record, "landmarks": self.landmarks[index] * scale}
 
 
 def attach(split, landmarks):
@@ -86,5 +94,6 @@ def attach(split, landmarks):
 
 
 def with_train_landmarks(dataset, path):
-  """`dataset` whose training records carry the landmarks of file `path`."""
+  """`dataset` whose training records carry the landmarks of file `path` (points in pixels of
+  the FRAME px resized image), in the pixels of each record's image."""
   return dataclasses.replace(dataset, train=attach(dataset.train, load(path, len(dataset.train))))

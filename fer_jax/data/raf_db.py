@@ -12,7 +12,8 @@ import pathlib
 
 import tensorflow_datasets as tfds
 
-from fer_jax.data import classes, prepared, sources
+from fer_jax import expressions
+from fer_jax.data import prepared, sources
 
 LABEL_FILE = "EmoLabel/list_patition_label.txt"
 EXPECTED_COUNTS = {"train": 12271, "test": 3068}  # the official release (eac.md §4)
@@ -29,7 +30,7 @@ def image_path(root, name, images):
   return pathlib.Path(root) / "Image/original" / name
 
 
-def parse_label_file(path, num_classes=len(classes.RAF_DB)):
+def parse_label_file(path, num_classes=len(expressions.RAF_DB)):
   """(name, label 1..7, "file, line N") per line of a RAF-DB list file; DataError otherwise."""
 
   def parse(fields, where):
@@ -87,6 +88,6 @@ def load(config):
                       len(index["label"]), EXPECTED_COUNTS[name])
     return prepared.labelled(builder, name, index["label"] - 1)
 
-  return sources.Dataset("raf_db", classes.RAF_DB, split(config.train_split),
+  return sources.Dataset("raf_db", expressions.RAF_DB, split(config.train_split),
                          split(config.test_split), label_format="one_based",
                          source=str(config.data_dir))

@@ -15,8 +15,8 @@ import importlib
 import ml_collections
 import numpy as np
 
-from fer_jax import cli
-from fer_jax.data import classes, landmark_files
+from fer_jax import cli, expressions
+from fer_jax.data import landmark_files
 
 
 @dataclasses.dataclass(frozen=True)
@@ -154,8 +154,8 @@ def default_config(name, **overrides):
 def reorder(dataset, class_names):
   """`dataset` with labels re-indexed to `class_names` (matched by canonical name, e.g.
   NCCTFER's AffectNet order for every dataset)."""
-  have = [classes.canonical(n) for n in dataset.class_names]
-  want = [classes.canonical(n) for n in class_names]
+  have = [expressions.canonical(n) for n in dataset.class_names]
+  want = [expressions.canonical(n) for n in class_names]
   if sorted(have) != sorted(want):
     raise cli.UsageError(f"class order {list(class_names)}: dataset {dataset.name!r} has the "
                          f"classes {list(dataset.class_names)}")
@@ -194,5 +194,5 @@ def in_class_order(dataset, dataset_config):
 def classes_by_name(order, num_classes):
   """A class order: "affectnet" (its first `num_classes`), or comma-separated names."""
   if order == "affectnet":
-    return classes.AFFECTNET[:num_classes]
+    return expressions.AFFECTNET[:num_classes]
   return tuple(n.strip() for n in order.split(","))

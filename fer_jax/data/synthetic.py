@@ -23,10 +23,10 @@ import pathlib
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-from fer_jax import cli
-from fer_jax.data import classes, sources
+from fer_jax import cli, expressions
+from fer_jax.data import sources
 
-CLASS_NAMES = classes.RAF_DB
+CLASS_NAMES = expressions.RAF_DB
 NUM_LANDMARKS = 19
 # AFLW-19 points that swap under a horizontal flip (brows, eyes, nose alae, mouth corners).
 FLIP_PERMUTATION = (5, 4, 3, 2, 1, 0, 11, 10, 9, 8, 7, 6, 14, 13, 12, 17, 16, 15, 18)
