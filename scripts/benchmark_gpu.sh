@@ -10,7 +10,9 @@
 #   4. every other method at batch 64 (LA-Net on the synthetic faces, which carry landmarks);
 #   5. CE and EAC in float32;
 #   6. the official PyTorch step and end to end (scripts/benchmark_torch.py), when a fetched
-#      copy of the official code is in $OFFICIAL (never committed).
+#      copy of the official code is in $OFFICIAL (never committed);
+#   7. CE and EAC on the synthetic grid (3 seeds) in bfloat16 and in float32: the same accuracy
+#      within the seed spread (tables under $OUT/grid_*).
 # Results go to $OUT (default runs/benchmark_gpu): one log per step, rows appended to
 # $OUT/rows.md (and to docs/benchmarks.md with --write).
 #
@@ -81,5 +83,13 @@ if [ -d "$official" ] && left "official PyTorch"; then
     --batch_size 32 --image_size 224 --steps "$steps" --commit "$commit" $write \
     --end_to_end --raf_path "$raf" 2>&1 | grep '^| 20' | tee -a "$out/rows.md" || status=1
 fi
+for dtype in bfloat16 float32; do
+  if left "synthetic grid $dtype"; then
+    echo "== synthetic grid, CE and EAC, $dtype"
+    "$python" -m fer_jax.grid --grid "configs/grids/synthetic.py:methods=baseline+eac,dtype=$dtype" \
+      --root "$out/grid_$dtype" --jobs 6 > "$out/grid_$dtype.log" 2>&1 || status=1
+    tail -12 "$out/grid_$dtype.log" | tee -a "$out/rows.md"
+  fi
+done
 echo "== done in $((SECONDS - start)) s"
 exit $status

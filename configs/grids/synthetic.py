@@ -6,7 +6,8 @@ three seeds.
 
 Arguments: seeds, methods ("+"-separated config names), noise ("+"-separated settings),
 pretrain (below), batch_size, lr, decay_rate (per epoch), epochs; the last four default to the
-synthetic recipe with 45 epochs and are passed to every run only where they differ from it.
+synthetic recipe with 45 epochs and are passed to every run only where they differ from it;
+dtype (auto | float32 | bfloat16, config.dtype of every run: compare the two on a GPU).
 recipe=paper runs every method (and the pretraining) at the papers' 224 px with a full-width
 ResNet-18, and with each method's own batch size, lr and decay unless given here (and
 different from the synthetic recipe's). The README's CE/EAC tables from the landmark start:
@@ -63,7 +64,7 @@ def get_config(arg=None):
   defaults = recipe()
   arg = common.parse_arg(arg, seeds=3, methods="baseline+eac+ncct+lanet+scn+rul",
                          noise="symmetric:0.3", epochs=45, recipe="auto", pretrain="expression",
-                         **defaults)
+                         dtype="auto", **defaults)
   if arg.pretrain not in PRETRAININGS:
     raise ValueError(f"grid argument pretrain={arg.pretrain!r}: expected one of {PRETRAININGS}")
   if arg.recipe not in common.RECIPES:
@@ -71,6 +72,8 @@ def get_config(arg=None):
   paper = arg.recipe == "paper"
   overrides = [("dataset.num_train", 1000), ("num_epochs", arg.epochs)]
   overrides += [(field, arg[k]) for k, field in FIELDS.items() if arg[k] != defaults[k]]
+  if arg.dtype != "auto":
+    overrides.append(("dtype", arg.dtype))
   if arg.pretrain == "expression":  # its 7-way head is dropped, as the papers drop their fc
     overrides.append(("init_head", False))
   return mlc.ConfigDict(dict(
