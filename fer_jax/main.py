@@ -7,6 +7,7 @@ r"""Command line: train and evaluate one config.
 Re-running the same command in the same workdir resumes from the latest checkpoint.
 """
 
+import os
 import pathlib
 
 from absl import flags, logging
@@ -22,6 +23,10 @@ flags.DEFINE_bool("distributed", False,
 flags.DEFINE_string("coordinator_address", None, "With --distributed: host:port of process 0.")
 flags.DEFINE_integer("num_processes", None, "With --distributed: the number of processes.")
 flags.DEFINE_integer("process_id", None, "With --distributed: this process's index.")
+flags.DEFINE_string("compile_cache", "~/.cache/fer_jax/jax_cache",
+                    "Persistent XLA compilation cache: a run whose steps have the shapes of an "
+                    "earlier one (a resume, a grid's next seed) loads them instead of compiling. "
+                    "Empty: none. JAX_COMPILATION_CACHE_DIR, when set, takes precedence.")
 config_flags.DEFINE_config_file("config", None, "Config file, e.g. configs/baseline.py:synthetic.",
                                 lock_config=True)
 flags.mark_flags_as_required(["config", "workdir"])
@@ -73,6 +78,8 @@ def main(argv):
   import jax
 
   f = flags.FLAGS
+  if f.compile_cache and not os.environ.get("JAX_COMPILATION_CACHE_DIR"):
+    jax.config.update("jax_compilation_cache_dir", str(pathlib.Path(f.compile_cache).expanduser()))
   if f.distributed:
     jax.distributed.initialize(f.coordinator_address, f.num_processes, f.process_id)
   from fer_jax import train
