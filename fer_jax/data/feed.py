@@ -20,7 +20,6 @@ With several processes, each decodes and holds only the rows its own pipeline re
 """
 
 import concurrent.futures
-import dataclasses
 import os
 
 import jax
@@ -44,20 +43,6 @@ def stored_shape(source, size, probe=64):
 
 def _store_row(source, index):
   return index if source.rows is None else int(source.rows[index])
-
-
-@dataclasses.dataclass(frozen=True)
-class FieldsStore:
-  """The per-example fields other than the image (e.g. landmarks) of a split, in memory."""
-
-  fields: dict
-  length: int
-
-  def __len__(self):
-    return self.length
-
-  def __getitem__(self, index):
-    return {k: v[index] for k, v in self.fields.items()}
 
 
 def decode(source, shape, rows, *, threads=8, progress=True, desc="decoding"):
@@ -118,6 +103,19 @@ def memory_budget(fraction):
   return int(fraction * total)
 
 
+def fields_of(source, rows, fields, stride=1):
+  """The batch of split positions `rows` without its images: the fields, names and dtypes of
+  `source`'s records (LabelledSource), read from memory; `fields` hold this process's rows
+  (positions p, p + stride, ...)."""
+  batch = {"index": rows.astype(np.int32), "label": source.labels[rows].astype(np.int32)}
+  if source.clean_labels is not None:
+    batch["clean_label"] = source.clean_labels[rows].astype(np.int32)
+  if source.soft_labels is not None:
+    batch["soft_label"] = source.soft_labels[rows].astype(np.float32)
+  batch.update({k: v[rows // stride] for k, v in fields.items()})
+  return batch
+
+
 class IndexBatches:
   """The device path's train batches: the sampler's next rows with their small per-example
   fields, read from memory with numpy (the images are gathered on the devices by `index`).
@@ -134,13 +132,7 @@ class IndexBatches:
   def __next__(self):
     rows = self.epochs.rows_at(self.next_index * self.batch_size, self.batch_size)
     self.next_index += 1
-    batch = {"index": rows.astype(np.int32), "label": self.source.labels[rows].astype(np.int32)}
-    if self.source.clean_labels is not None:
-      batch["clean_label"] = self.source.clean_labels[rows].astype(np.int32)
-    if self.source.soft_labels is not None:
-      batch["soft_label"] = self.source.soft_labels[rows].astype(np.float32)
-    batch.update({k: v[rows // self.stride] for k, v in self.fields.items()})
-    return batch
+    return fields_of(self.source, rows, self.fields, self.stride)
 
   def get_state(self):
     return {"next_index": self.next_index}  # as grain counts batches
@@ -216,10 +208,10 @@ class Feed:
                                        progress=progress, desc="train split -> devices")
     self.train_images = DeviceImages(images, sharding, stride)
     test = dataset.test
-    images, fields = decode(test, self.shapes["test"], np.arange(len(test)), threads=threads,
-                            progress=progress, desc="test split -> devices")
+    images, self.test_fields = decode(test, self.shapes["test"], np.arange(len(test)),
+                                      threads=threads, progress=progress,
+                                      desc="test split -> devices")
     self.test_images = DeviceImages(images, sharding)
-    self.test_source = dataclasses.replace(test, store=FieldsStore(fields, len(test)), rows=None)
 
   def train_batches(self, config, batch_size, steps_per_epoch):
     """This process's endless train batches (of `batch_size`), on this feed's path, as a
@@ -251,7 +243,8 @@ class Feed:
                                          global_batch_size):
         yield pipeline.to_device(batch, self.sharding)
       return
-    for batch in pipeline.eval_batches(self.test_source, "", global_batch_size):
+    for rows, mask in pipeline.eval_rows(len(self.dataset.test), global_batch_size):
+      batch = {**fields_of(self.dataset.test, rows, self.test_fields), "_mask": mask}
       out = pipeline.to_device(batch, self.sharding)
       out["image"] = self.test_images.gather(batch["index"])
       yield out

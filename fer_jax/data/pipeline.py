@@ -112,17 +112,23 @@ def train_dataset(source, ops, *, batch_size, seed, num_threads=8, num_workers=-
   return it
 
 
+def eval_rows(num_examples, global_batch_size):
+  """Yields (rows, mask): this process's part of each global eval batch, padded with the last
+  example where the split ends; `mask` marks the real ones, so each example counts once."""
+  local = global_batch_size // jax.process_count()
+  lo = jax.process_index() * local
+  for start in range(0, num_examples, global_batch_size):
+    positions = np.arange(start + lo, start + lo + local)
+    yield np.minimum(positions, num_examples - 1), positions < num_examples
+
+
 def eval_batches(source, ops, global_batch_size):
   """Yields this process's part of each padded global eval batch, with a `_mask` field."""
   apply = augment.parse(ops)
-  ds = grain.MapDataset.source(source).map(lambda ex: apply(ex, None))
-  n, local = len(ds), global_batch_size // jax.process_count()
-  lo = jax.process_index() * local
-  for start in range(0, n, global_batch_size):
-    rows = [min(i, n - 1) for i in range(start + lo, start + lo + local)]
-    examples = [ds[i] for i in rows]
+  for rows, mask in eval_rows(len(source), global_batch_size):
+    examples = [apply(source[int(i)], None) for i in rows]
     batch = {k: np.stack([ex[k] for ex in examples]) for k in examples[0]}
-    batch["_mask"] = np.array([start + lo + j < n for j in range(local)])
+    batch["_mask"] = mask
     yield batch
 
 
