@@ -105,9 +105,15 @@ def _resolves(name):
 
 @functools.cache
 def _defined_flags(source):
-  """Flag names a command's source defines (absl DEFINE_* or argparse add_argument)."""
+  """Flag names a command's source defines (absl DEFINE_* or argparse add_argument), with those
+  of the fer_jax modules it imports (e.g. `python -m fer_jax.faces` defines faces_cli's)."""
   text = source.read_text()
   names = set(re.findall(r"DEFINE_\w+\(\s*[\"'](\w+)[\"']", text))
+  for group in re.findall(r"^\s*from fer_jax import ([\w, ]+)$", text, re.M):
+    for module in group.replace(" ", "").split(","):
+      imported = _module_file(f"fer_jax.{module}")
+      if imported is not None and imported != source:
+        names |= set(re.findall(r"DEFINE_\w+\(\s*[\"'](\w+)[\"']", imported.read_text()))
   names |= set(re.findall(r"add_argument\(\s*[\"']--(\w+)[\"']", text))
   if source.suffix == ".sh":  # a shell script: the flags its usage line and code name
     names |= set(re.findall(r"--(\w+)", text))
