@@ -18,7 +18,8 @@ Any other exception, a bare ValueError from numpy or jax included, is a bug and 
 traceback. FER_JAX_TRACEBACK=1 prints the traceback of user errors too.
 
 `fer-jax <command> [args]` is `python -m fer_jax.<module> [args]` for each of COMMANDS (`fer-jax
-train` runs fer_jax/main.py), with the same flags; its errors read `fer-jax <command>: error:`.
+train` runs fer_jax/main.py, `fer-jax faces` fer_jax/faces.py's command of faces_cli.py), with the
+same flags; its errors read `fer-jax <command>: error:`.
 """
 
 import ast
@@ -45,7 +46,8 @@ COMMANDS = {
   "train": ("main", "train and evaluate one config (resumes in its workdir)"),
   "noise": ("noise", "write noisy training labels in the dataset's label-file format"),
   "convert": ("convert", "PyTorch ResNet checkpoints -> model directories"),
-  "predict": ("predict", "class probabilities of face images -> CSV"),
+  "predict": ("predict", "class probabilities of face images (or faces in photos, videos) -> CSV"),
+  "faces": ("faces", "aligned face crops of raw photos; LA-Net landmark files"),
   "evaluate": ("evaluate", "accuracy, confusion matrix and calibration of a model"),
   "audit": ("audit", "rank a run's training labels by how likely they are wrong"),
   "explain": ("explain", "class activation map figures"),

@@ -234,6 +234,27 @@ def predict_unreadable_image(tmp):
               [tmp / "p.csv"])
 
 
+def predict_video_without_detect_faces(tmp):
+  path = _write(tmp / "clips/party.mp4", "never read")
+  return Case(["--checkpoint", str(_model_dir(tmp / "model")), "--output", str(tmp / "p.csv"),
+               str(path)], [str(path), "a video", "--detect_faces"], [tmp / "p.csv"])
+
+
+def predict_face_flag_without_detect_faces(tmp):
+  _write(tmp / "faces/a.jpg", "x")
+  return Case(["--checkpoint", str(_model_dir(tmp / "model")), "--output", str(tmp / "p.csv"),
+               "--annotate_dir", str(tmp / "ann"), str(tmp / "faces")],
+              ["--annotate_dir needs --detect_faces"], [tmp / "p.csv", tmp / "ann"])
+
+
+def predict_annotate_dir_exists(tmp):
+  _write(tmp / "faces/a.jpg", "x")
+  _write(tmp / "ann/a.jpg", "earlier annotation")
+  return Case(["--checkpoint", str(_model_dir(tmp / "model")), "--detect_faces", "--output",
+               str(tmp / "p.csv"), "--annotate_dir", str(tmp / "ann"), str(tmp / "faces")],
+              [f"--annotate_dir={tmp / 'ann'} exists"], [tmp / "p.csv"])
+
+
 def predict_model_missing_a_tensor(tmp):
   _write(tmp / "faces/a.jpg", "x")
   tensor = "params/backbone/layer2_0/conv1/kernel"
@@ -277,11 +298,25 @@ def explain_folder_without_images(tmp):
                str(tmp / "faces")], ["no images", str(tmp / "faces")], [tmp / "cams.png"])
 
 
+def explain_face_flag_without_detect_faces(tmp):
+  _write(tmp / "faces/a.jpg", "x")
+  return Case(["--checkpoint", str(_model_dir(tmp / "model")), "--out", str(tmp / "cams.png"),
+               "--score_threshold", "0.5", str(tmp / "faces")],
+              ["--score_threshold needs --detect_faces"], [tmp / "cams.png"])
+
+
 def explain_out_exists(tmp):
   _write(tmp / "faces/a.jpg", "x")
   _write(tmp / "cams.png", "earlier figure")
   return Case(["--checkpoint", str(_model_dir(tmp / "model")), "--out", str(tmp / "cams.png"),
                str(tmp / "faces")], [f"--out={tmp / 'cams.png'}", "exists"])
+
+
+def faces_align_output_exists(tmp):
+  _write(tmp / "raw/a.jpg", "never read")
+  _write(tmp / "aligned/faces.csv", "earlier crops")
+  return Case(["align", "--input", str(tmp / "raw"), "--output", str(tmp / "aligned")],
+              [f"--output={tmp / 'aligned'} exists"])
 
 
 def export_missing_model(tmp):
@@ -339,10 +374,14 @@ ROWS = {
   "convert": [convert_not_a_checkpoint, convert_refused_pickle, convert_not_a_resnet,
               convert_out_holds_a_model],
   "predict": [predict_folder_without_images, predict_missing_model, predict_model_without_head,
-              predict_unreadable_image, predict_model_missing_a_tensor],
+              predict_unreadable_image, predict_video_without_detect_faces,
+              predict_face_flag_without_detect_faces, predict_annotate_dir_exists,
+              predict_model_missing_a_tensor],
+  "faces": [faces_align_output_exists],
   "evaluate": [evaluate_not_a_workdir, evaluate_out_exists, evaluate_mistyped_config_field],
   "audit": [audit_relabel_without_labels_out, audit_config_not_json],
-  "explain": [explain_folder_without_images, explain_out_exists],
+  "explain": [explain_folder_without_images, explain_face_flag_without_detect_faces,
+              explain_out_exists],
   "export": [export_missing_model, export_out_exists],
   "grid": [grid_missing_spec, grid_method_without_config, grid_bad_noise_setting],
   "results": [results_no_finished_run, results_run_without_config, results_out_exists],
