@@ -1,6 +1,9 @@
-"""StableHLO export: the deserialized function gives inference's probabilities, any batch size."""
+"""StableHLO export: the deserialized function gives inference's probabilities, any batch size;
+it stays the command's default format."""
 
 import json
+import subprocess
+import sys
 
 import jax
 import numpy as np
@@ -24,3 +27,14 @@ def test_exported_model_runs_without_the_training_code(tmp_path):
   assert run.call(images[:2]).shape == (2, 3)  # another batch size, no re-export
   with pytest.raises(FileExistsError):
     stablehlo.write(exported, meta, tmp_path / "m.jaxexport")
+
+
+def test_command_defaults_to_stablehlo_in_model_jaxexport(tmp_path):
+  directory = _model_dir(tmp_path)
+  done = subprocess.run([sys.executable, "-m", "fer_jax.export", f"--checkpoint={directory}"],
+                        check=False, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+  assert done.returncode == 0, done.stderr
+  assert "wrote model.jaxexport" in done.stdout
+  run = jax.export.deserialize(bytearray((tmp_path / "model.jaxexport").read_bytes()))
+  assert run.call(np.zeros((2, 32, 32, 3), np.uint8)).shape == (2, 3)
+  assert json.loads((tmp_path / "model.jaxexport.json").read_text())["class_names"] == list("abc")
