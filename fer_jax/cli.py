@@ -51,7 +51,8 @@ COMMANDS = {
   "evaluate": ("evaluate", "accuracy, confusion matrix and calibration of a model"),
   "audit": ("audit", "rank a run's training labels by how likely they are wrong"),
   "explain": ("explain", "class activation map figures"),
-  "export": ("export", "a model as serialized StableHLO that runs with jax alone"),
+  "export": ("export", "a model as StableHLO (jax alone) or ONNX (onnxruntime, no jax)"),
+  "demo": ("demo", "a local web page: a photo's faces, their expressions and CAMs (demo extra)"),
   "grid": ("grid", "methods x noise x seeds from a grid spec, then tables and plots"),
   "results": ("results", "mean ± std tables over the seeds of finished runs"),
 }

@@ -32,6 +32,7 @@ fraction of its side on every side (0: RAF-DB's framing; 0.25: 1.5x the width, m
 """
 
 import dataclasses
+import os
 import functools
 import importlib.util
 import pathlib
@@ -85,6 +86,8 @@ def _package_dir(module, package):
 @functools.cache
 def _networks():
   """The ONNX sessions of P-Net, R-Net and O-Net."""
+  # onnxruntime 1.32 records telemetry (and writes an id file to $TMPDIR) unless told not to.
+  os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
   try:
     import onnxruntime  # optional: the faces extra
   except ImportError as e:
