@@ -32,9 +32,9 @@ fraction of its side on every side (0: RAF-DB's framing; 0.25: 1.5x the width, m
 """
 
 import dataclasses
-import os
 import functools
 import importlib.util
+import os
 import pathlib
 
 import numpy as np
