@@ -28,7 +28,7 @@ PLAIN_FENCES = ("text", "console", "python")
 CONFIG_BLOCKS = ("model", "optimizer", "dataset", "noise", "input", "eac", "ncct", "scn",
                  "lanet", "rul")
 FILE_SUFFIXES = ("json", "jsonl", "npz", "npy", "png", "csv", "md", "txt", "py", "sh", "tensor",
-                 "pkl", "pth", "tar", "lock", "toml", "jaxexport")
+                 "pkl", "pth", "tar", "lock", "toml", "jaxexport", "onnx")
 # Flags absl defines for every command.
 ABSL_FLAGS = {"help", "helpfull", "helpshort", "helpxml", "flagfile", "undefok", "logtostderr",
               "alsologtostderr", "log_dir", "verbosity", "v", "stderrthreshold"}
