@@ -179,6 +179,14 @@ def _load_dataset(dataset_config):
   return dataset if jax.process_index() == 0 else sources.load(dataset_config)
 
 
+def _ops(config, field):
+  """The device_ops pipeline of config.input.<field>; a bad op string names the field."""
+  try:
+    return device_ops.parse(config.input[field])
+  except cli.UsageError as e:
+    raise cli.UsageError(f"config.input.{field}: {e}") from e
+
+
 def train_input(config, inputs, batch_size, steps_per_epoch):
   """The train batches of `inputs` (a feed.Feed) of `batch_size` (this process's share)."""
   return inputs.train_batches(config, batch_size, steps_per_epoch)
@@ -246,13 +254,13 @@ def train_and_evaluate(config, workdir):
   train_iter = train_input(config, inputs, config.batch_size // n_proc, steps_per_epoch)
   p_train_step = jax.jit(
     functools.partial(train_step, model=model, tx=tx, method=method, config=config,
-                      lr_fn=lr_fns["default"], augment=device_ops.parse(config.input.train_ops)),
+                      lr_fn=lr_fns["default"], augment=_ops(config, "train_ops")),
     donate_argnums=0, out_shardings=(replicated, replicated),
   )
   p_eval_step = jax.jit(functools.partial(eval_step, model=model,
                                           num_classes=config.model.num_classes,
                                           dtype=jnp.dtype(resnet.compute_dtype(config.dtype)),
-                                          preprocess=device_ops.parse(config.input.eval_ops)))
+                                          preprocess=_ops(config, "eval_ops")))
   # Tracing both steps on real batches checks what only the steps read (the method's config
   # fields, the batch fields it needs) before anything is written; the traces are reused when
   # the steps first run.

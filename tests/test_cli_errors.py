@@ -120,6 +120,12 @@ def main_config_argument(tmp):
               ["configs/baseline.py:synthetic,nosie=0.3", "'nosie'"], [tmp / "run"])
 
 
+def main_mistyped_op(tmp):  # raised while the step is traced: before anything is written
+  return Case(_main(tmp, "configs/baseline.py:runlocal=true",
+                    "--config.input.train_ops=resize(32)|flipp"),
+              ["config.input.train_ops", "'flipp'", "'flip_lr'"], [tmp / "run"])
+
+
 def main_noise_kind(tmp):
   return Case(_main(tmp, "configs/baseline.py:synthetic", "--config.noise.kind=symetric"),
               ["config.noise.kind='symetric'", "'symmetric'"], [tmp / "run"])
@@ -367,7 +373,7 @@ def results_out_exists(tmp):
 
 ROWS = {
   "main": [main_config_missing, main_mistyped_field, main_unknown_method, main_unknown_dataset,
-           main_config_argument, main_noise_kind, main_ferplus_header],
+           main_config_argument, main_noise_kind, main_ferplus_header, main_mistyped_op],
   "noise": [noise_unknown_dataset, noise_raf_db_bad_label, noise_affectnet_columns,
             noise_folder_without_images, noise_folder_csv_missing_image,
             noise_synthetic_field_value, noise_out_exists],

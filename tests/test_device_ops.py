@@ -10,6 +10,7 @@ import math
 import jax
 import jax.numpy as jnp
 import numpy as np
+import PIL
 import pytest
 
 from fer_jax.data import device_ops, pipeline, synthetic
@@ -27,13 +28,23 @@ def _device(ex):
           for k, v in ex.items()}
 
 
-def _assert_same(out, host, atol_landmarks=1e-5):
-  """The device example equals the host one: images exactly, landmarks to float32 rounding."""
+# Pillow 13 resamples vertically first where the height shrinks by more than twice the width;
+# device_ops keeps the earlier releases' order (the official code's), which differs by at most
+# one level there. With an earlier Pillow the resizes are exact.
+RESIZE_LEVELS = 1 if int(PIL.__version__.split(".")[0]) >= 13 else 0
+
+
+def _assert_same(out, host, atol_landmarks=1e-5, levels=0):
+  """The device example equals the host one: images exactly (or within `levels` uint8 levels,
+  on a few pixels), landmarks to float32 rounding."""
   assert sorted(out) == sorted(host)
   for k, v in host.items():
     got = np.asarray(out[k])
     if k == "landmarks":
       np.testing.assert_allclose(got, v, rtol=0, atol=atol_landmarks)
+    elif levels and k.startswith("image") and not k.endswith("_erase"):
+      diff = np.abs(got.astype(np.int32) - np.asarray(v, np.int32))
+      assert diff.max() <= levels and (diff > 0).mean() < 0.5, (k, diff.max(), (diff > 0).mean())
     else:
       assert got.shape == np.shape(v), k
       np.testing.assert_array_equal(got, np.asarray(v, got.dtype), err_msg=k)
@@ -121,7 +132,7 @@ def test_random_resized_crop_equals_host_on_the_same_draws(truncate):
     ex = _face(seed, size=36)
     box = _host_crop_box(np.random.default_rng(seed), 36, 36, kw["scale"], (3 / 4, 4 / 3))
     host = host_op(ex, np.random.default_rng(seed))
-    _assert_same(apply(_device(ex), jnp.array(box, jnp.int32)), host)
+    _assert_same(apply(_device(ex), jnp.array(box, jnp.int32)), host, levels=RESIZE_LEVELS)
   # When no try fits, the centre crop at the nearest allowed aspect: (0, 7, 36, 22) here.
   ex = _face(size=36)
   host = host_ops.random_resized_crop(24, scale=(0.9, 1.0), ratio=(0.5, 0.6))(
@@ -129,7 +140,7 @@ def test_random_resized_crop_equals_host_on_the_same_draws(truncate):
   op = device_ops.random_resized_crop(24, scale=(0.9, 1.0), ratio=(0.5, 0.6))
   box = _draws(op, _device(ex), 4)
   np.testing.assert_array_equal(box, [[0, 7, 36, 22]] * 4)
-  _assert_same(jax.jit(op.apply)(_device(ex), jnp.asarray(box[0])), host)
+  _assert_same(jax.jit(op.apply)(_device(ex), jnp.asarray(box[0])), host, levels=RESIZE_LEVELS)
 
 
 def _host_boxes(op, h, w, size, n):
@@ -470,10 +481,11 @@ def test_pipeline_without_randomness_equals_host_end_to_end():
   batch = {k: jnp.asarray(np.stack([ex[k] for ex in examples])) for k in examples[0]}
   out = jax.jit(device_ops.parse(spec))(batch, jax.random.key(0))
   for i, h in enumerate(host):
-    _assert_same({k: v[i] for k, v in out.items()}, h)
+    _assert_same({k: v[i] for k, v in out.items()}, h, levels=RESIZE_LEVELS)
   host_batch = {k: jnp.asarray(np.stack([h[k] for h in host])) for k in host[0]}
-  for k, v in pipeline.to_model_input(out).items():
-    np.testing.assert_allclose(v, pipeline.to_model_input(host_batch)[k], rtol=0, atol=1e-6)
+  for k, v in pipeline.to_model_input(out).items():  # one level is 1/255/std ~ 0.018
+    np.testing.assert_allclose(v, pipeline.to_model_input(host_batch)[k], rtol=0,
+                               atol=1e-6 + RESIZE_LEVELS * 0.018)
 
 
 def test_pipeline_rows_draw_from_fold_in_of_their_index():

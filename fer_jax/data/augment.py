@@ -15,6 +15,8 @@ import ast
 import numpy as np
 from PIL import Image
 
+from fer_jax import cli
+
 OPS = {}
 
 
@@ -40,9 +42,10 @@ def parse(spec, registry=OPS):
         args = [ast.literal_eval(a) for a in call.args]
         kwargs = {k.arg: ast.literal_eval(k.value) for k in call.keywords}
     except (SyntaxError, ValueError, AttributeError) as e:
-      raise ValueError(f"pipeline op {part!r} in {spec!r}: expected name or name(literals)") from e
+      raise cli.UsageError(f"pipeline op {part!r} in {spec!r}: expected name or "
+                           "name(literals)") from e
     if name not in registry:
-      raise ValueError(f"pipeline op {name!r} in {spec!r}: expected one of {sorted(registry)}")
+      raise cli.UsageError(f"pipeline op {name!r} in {spec!r}: expected one of {sorted(registry)}")
     ops.append(registry[name](*args, **kwargs))
 
   def apply(example, rng):

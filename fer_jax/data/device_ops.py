@@ -11,9 +11,9 @@ op j of the pipeline from `fold_in(that, j)`. Every op is a `draw(key, example) 
 `apply(example, params) -> example` on one unbatched example, vmapped over the batch, so a test
 can feed the same parameters to an apply and to the PIL code of the reference op.
 
-The applies reproduce the reference ops' PIL arithmetic (Pillow 13; see `_vertical_first` for
-earlier versions), not just their intent: resampling uses PIL's filters, windows, 22-bit
-fixed-point coefficients and pass order; enhancers blend in float32 and truncate as Blend.c
+The applies reproduce the reference ops' PIL arithmetic, not just their intent: resampling
+uses PIL's filters, windows, 22-bit fixed-point coefficients and pass order (`_resample`: the
+one place where Pillow releases differ); enhancers blend in float32 and truncate as Blend.c
 does; affine warps use PIL's 16.16 fixed-point nearest sampling; the RandAugment LUTs are
 ImageOps' integer arithmetic, including autocontrast's float64 rounding.
 
@@ -31,9 +31,9 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
-import PIL
 from jax import lax
 
+from fer_jax import cli
 from fer_jax.data import synthetic
 
 _OPS = {}
@@ -105,21 +105,20 @@ def parse(spec):
         args = [ast.literal_eval(a) for a in call.args]
         kwargs = {k.arg: ast.literal_eval(k.value) for k in call.keywords}
     except (SyntaxError, ValueError, AttributeError) as e:
-      raise ValueError(f"pipeline op {part!r} in {spec!r}: expected name or name(literals) "
-                       f"with name one of {sorted(_OPS)}") from e
+      raise cli.UsageError(f"pipeline op {part!r} in {spec!r}: expected name or name(literals) "
+                           f"with name one of {sorted(_OPS)}") from e
     if name not in _OPS:
-      raise ValueError(f"pipeline op {name!r} in {spec!r}: expected one of {sorted(_OPS)}")
+      raise cli.UsageError(f"pipeline op {name!r} in {spec!r}: expected one of {sorted(_OPS)}")
     try:
       ops.append(_OPS[name](*args, **kwargs))
     except (TypeError, ValueError) as e:
-      raise ValueError(f"pipeline op {part!r} in {spec!r}: {e}") from e
+      raise cli.UsageError(f"pipeline op {part!r} in {spec!r}: {e}") from e
   return Pipeline(ops, spec)
 
 
 # --- PIL's resampling (Resample.c) -------------------------------------------------------------
 
 _PRECISION_BITS = 22  # PIL's fixed-point coefficients for 8-bit images
-_PIL_VERTICAL_FIRST = int(PIL.__version__.split(".")[0]) >= 13
 
 
 def _bicubic(x):
@@ -196,18 +195,11 @@ def _resample_rows(weights, img):
   return _round_sum(sums[:n], sums[n:])
 
 
-def _vertical_first(in_h, in_w, out_h, out_w):
-  """Pillow 13's pass order: vertical first when the height shrinks by more than twice what the
-  width does (earlier Pillow always ran the horizontal pass first). Traced sizes give a traced
-  bool."""
-  if not _PIL_VERTICAL_FIRST:
-    return False
-  return (in_h - out_h > 0) & (in_h - out_h > 2 * (in_w - out_w))
-
-
 def _resample(img, box, size, resample):
   """PIL's resize of img[top : top + ch, left : left + cw] to size x size; box may be traced.
-  Each pass rounds to uint8 before the next, in PIL's order."""
+  The horizontal pass first, then the vertical, each rounding to uint8: the order of the Pillow
+  releases the official code ran with. (Pillow 13 runs the vertical pass first where the height
+  shrinks by more than twice the width; the two orders differ by at most one level.)"""
   top, left, ch, cw = box
   h, w = img.shape[:2]
   wx = _resample_weights(w, left, cw, size, resample)
@@ -219,10 +211,7 @@ def _resample(img, box, size, resample):
   def vertical(x):
     return _resample_rows(wy, x)
 
-  vertical_first = _vertical_first(ch, cw, size, size)
-  if isinstance(vertical_first, bool):
-    return horizontal(vertical(img)) if vertical_first else vertical(horizontal(img))
-  return jnp.where(vertical_first, horizontal(vertical(img)), vertical(horizontal(img)))
+  return vertical(horizontal(img))
 
 
 # --- PIL's enhancers (ImageEnhance, Blend.c, Convert.c, Filter.c) --------------------------------
@@ -296,7 +285,7 @@ def _enhance(img, kind, factor):
 def resize(size, key="image", resample="bilinear"):
   """PIL's resize to size x size, bilinear or bicubic (see tests/host_ops.py resize)."""
   if resample not in ("bilinear", "bicubic"):
-    raise ValueError(f"resample={resample!r}: expected 'bilinear' or 'bicubic'")
+    raise cli.UsageError(f"resample={resample!r}: expected 'bilinear' or 'bicubic'")
 
   def apply(ex, params):
     del params
@@ -365,7 +354,7 @@ def _first_fit(fits, values, fallback):
 @register
 def random_resized_crop(size, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3), truncate_landmarks=False,
                         key="image"):
-  """torchvision's RandomResizedCrop with PIL's bilinear resize (see tests/host_ops.py random_resized_crop).
+  """torchvision's RandomResizedCrop with PIL's bilinear resize (see tests/host_ops.py).
   Params: (top, left, height, width) of the crop, int32."""
 
   def central_box(h, w):
@@ -403,7 +392,7 @@ def random_resized_crop(size, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3), truncate_
 
 @register
 def color_jitter(brightness=0.0, contrast=0.0, saturation=0.0, key="image"):
-  """torchvision's ColorJitter without hue, with PIL's enhancers (see tests/host_ops.py color_jitter).
+  """torchvision's ColorJitter without hue, with PIL's enhancers (tests/host_ops.py).
   Params: `order` (a permutation of the enabled enhancers) and `factor` (one per enhancer, in
   the brightness, contrast, saturation order)."""
   enabled = [(kind, x) for kind, x in ((_BRIGHTNESS, brightness), (_CONTRAST, contrast),
@@ -463,7 +452,7 @@ def _add_noise(img, noise):
 
 @register
 def gaussian_noise(p=0.5, var=30.0, key="image"):
-  """With probability p, N(0, var) pixel noise (see tests/host_ops.py gaussian_noise). Params: `fire`
+  """With probability p, N(0, var) pixel noise (tests/host_ops.py). Params: `fire`
   and `noise` (the image's shape, float32)."""
 
   def draw(rng, ex):
@@ -517,7 +506,7 @@ def random_erasing(scale=(0.02, 0.33), ratio=(0.3, 3.3), p=0.5, key="image"):
 
 @register
 def sample_label():
-  """`label` drawn from `soft_label`, which is dropped (see tests/host_ops.py sample_label). Params: the
+  """`label` drawn from `soft_label`, which is dropped (tests/host_ops.py). Params: the
   uniform that numpy's Generator.choice compares with the normalised cumulative sum."""
 
   def draw(rng, ex):
@@ -526,8 +515,8 @@ def sample_label():
 
   def apply(ex, u):
     if "soft_label" not in ex:
-      raise ValueError("sample_label needs records with soft_label (FERPlus label_mode "
-                       "crossentropy, probability or multi_target)")
+      raise cli.UsageError("sample_label needs records with soft_label (FERPlus label_mode "
+                           "crossentropy, probability or multi_target)")
     ex = dict(ex)
     probs = ex.pop("soft_label")
     cdf = jnp.cumsum(probs / probs.sum())
@@ -549,7 +538,7 @@ def copy(dst, src="image"):
   return Op("copy", _no_draw, apply)
 
 
-# --- RandAugment (FixMatch's pool, as tests/host_ops.py _RANDAUG_POOL applies it) ------------------------
+# --- RandAugment (FixMatch's pool, as tests/host_ops.py applies it) -------------------------
 
 POOL = ("AutoContrast", "Equalize", "Identity", "Brightness", "Color", "Contrast", "Sharpness",
         "Posterize", "Solarize", "Rotate", "ShearX", "ShearY", "TranslateX", "TranslateY")
