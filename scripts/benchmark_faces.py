@@ -11,7 +11,6 @@ grey canvas, each scaled to fill its tile; every face found is aligned to 100 px
 import datetime
 import os
 import pathlib
-import platform
 import sys
 import time
 
@@ -22,6 +21,7 @@ from PIL import Image
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
 from fer_jax import faces
+from scripts import machine  # noqa: E402
 
 flags.DEFINE_list("sizes", ["512", "1024"], "Scene sides in pixels.")
 flags.DEFINE_list("faces", ["1", "4"], "Faces per scene (a square number: tiles per side^2).")
@@ -52,16 +52,6 @@ def scene(size, count):
   return canvas
 
 
-def cpu_name():
-  try:
-    for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines():
-      if line.startswith("model name"):
-        return line.partition(":")[2].strip()
-  except OSError:
-    pass
-  return platform.processor() or platform.machine()
-
-
 def measure(image, repeats, min_face_size):
   """(faces found, images/s, CPU seconds per image) of detect + align of every face."""
 
@@ -86,7 +76,8 @@ def main(argv):
   for size in map(int, f.sizes):
     for count in map(int, f.faces):
       found, rate, cpu = measure(scene(size, count), f.repeats, f.min_face_size)
-      print(f"| {datetime.date.today()} | {cpu_name()} | {os.cpu_count()} | {size}x{size} | "
+      print(f"| {datetime.date.today()} | {machine.cpu_name()} | {os.cpu_count()} | "
+            f"{size}x{size} | "
             f"{count} | {found} | {rate:.2f} | {1000 * cpu:.0f} |", flush=True)
 
 

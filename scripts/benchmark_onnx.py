@@ -25,6 +25,7 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
 from fer_jax import inference, onnx_export
 from fer_jax.models import resnet
+from scripts import machine  # noqa: E402
 
 flags.DEFINE_integer("width", 64, "ResNet-18 width (64: the real network).")
 flags.DEFINE_list("sizes", ["112", "224"], "Image sides in pixels.")
@@ -33,16 +34,6 @@ flags.DEFINE_integer("repeats", 10, "Timed batches per row and runtime (after on
 
 HEADER = ("| date | CPU | cores | batch | image size | JAX ms | ONNX Runtime ms | JAX CPU ms | "
           "ONNX Runtime CPU ms |\n|---|---|---|---|---|---|---|---|---|")
-
-
-def cpu_name():
-  try:
-    for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines():
-      if line.startswith("model name"):
-        return line.partition(":")[2].strip()
-  except OSError:
-    pass
-  return "unknown CPU"
 
 
 def timed(run, images, repeats):
@@ -87,7 +78,8 @@ def main(argv):
       images = np.random.default_rng(0).integers(0, 256, (batch, size, size, 3), np.uint8)
       jax_ms, jax_cpu = timed(run_jax, images, f.repeats)
       ort_ms, ort_cpu = timed(run_onnx, images, f.repeats)
-      rows.append(f"| {datetime.date.today()} | {cpu_name()} | {os.cpu_count()} | {batch} | "
+      rows.append(f"| {datetime.date.today()} | {machine.cpu_name()} | {os.cpu_count()} | "
+                  f"{batch} | "
                   f"{size} | {jax_ms:.1f} | {ort_ms:.1f} | {jax_cpu:.1f} | {ort_cpu:.1f} |")
       print(rows[-1], file=sys.stderr, flush=True)
   import onnxruntime  # the onnx extra; onnx_export.require() said so if it is absent
