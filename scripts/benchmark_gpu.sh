@@ -18,6 +18,8 @@
 #
 #   bash scripts/benchmark_gpu.sh [--write]   # STEPS=50 BUDGET=420 OFFICIAL=.official
 #                                             # PYTHON=python COMMIT=<git HEAD> OUT=...
+# On a machine that reaches no package index, carry the wheels of scripts/gpu_wheels.sh and
+# install them first (that script says how).
 set -u
 steps=${STEPS:-50}
 budget=${BUDGET:-420}
