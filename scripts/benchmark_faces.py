@@ -1,7 +1,12 @@
 r"""Face detection + alignment throughput on the CPU (fer_jax/faces.py): images/s for scenes
 made of scikit-image's astronaut portrait, one markdown row per scene size.
 
-  python scripts/benchmark_faces.py [--sizes 512,1024] [--faces 1,4] [--repeats 10]
+  python scripts/benchmark_faces.py [--sizes 512,1024] [--faces 1,4] [--repeats 10] \
+      [--checkpoint DIR | --checkpoint random]
+
+With --checkpoint, every face is also classified (inference.FacePredictor, what `predict
+--detect_faces` runs per photo): a model directory, or `random` for a ResNet-18 of width 64 at
+112 px with random weights.
 
 A scene of side S with F faces tiles F copies of the portrait (mirrored every other one) in a
 grey canvas, each scaled to fill its tile; every face found is aligned to 100 px. Needs the
@@ -27,6 +32,8 @@ flags.DEFINE_list("sizes", ["512", "1024"], "Scene sides in pixels.")
 flags.DEFINE_list("faces", ["1", "4"], "Faces per scene (a square number: tiles per side^2).")
 flags.DEFINE_integer("repeats", 10, "Timed passes over each scene (after one warm-up).")
 flags.DEFINE_integer("min_face_size", 20, "detect's min_face_size.")
+flags.DEFINE_string("checkpoint", "", "Also classify the faces with this model directory "
+                    "(`random`: ResNet-18, width 64, 112 px, random weights).")
 
 # CPU ms/image (process time, all threads) is what a busy machine cannot hide: wall-clock
 # images/s there depends on what else runs.
@@ -52,10 +59,30 @@ def scene(size, count):
   return canvas
 
 
-def measure(image, repeats, min_face_size):
-  """(faces found, images/s, CPU seconds per image) of detect + align of every face."""
+def predictor(checkpoint, min_face_size):
+  """The FacePredictor of `checkpoint` (see --checkpoint)."""
+  import jax  # noqa: PLC0415 (only with --checkpoint)
+
+  from fer_jax import expressions, inference  # noqa: PLC0415
+  from fer_jax.models import resnet  # noqa: PLC0415
+
+  if checkpoint != "random":
+    return inference.FacePredictor(*inference.load_model(checkpoint), min_face_size=min_face_size)
+  model = resnet.Classifier("resnet18", len(expressions.RAF_DB), 64)
+  variables = model.init(jax.random.key(0), np.zeros((1, 112, 112, 3), np.float32))
+  meta = {"image_size": 112, "num_classes": len(expressions.RAF_DB),
+          "class_names": list(expressions.RAF_DB), "mean": [0.485, 0.456, 0.406],
+          "std": [0.229, 0.224, 0.225]}
+  return inference.FacePredictor(model, variables, meta, min_face_size=min_face_size)
+
+
+def measure(image, repeats, min_face_size, classify=None):
+  """(faces found, images/s, CPU seconds per image) of detect + align of every face (and, with
+  `classify`, a FacePredictor, their class probabilities)."""
 
   def once():
+    if classify is not None:
+      return len(classify(image))
     found = faces.detect(image, min_face_size=min_face_size)
     for face in found:
       faces.align(image, face.points)
@@ -72,10 +99,11 @@ def measure(image, repeats, min_face_size):
 def main(argv):
   del argv
   f = flags.FLAGS
+  classify = predictor(f.checkpoint, f.min_face_size) if f.checkpoint else None
   print(HEADER)
   for size in map(int, f.sizes):
     for count in map(int, f.faces):
-      found, rate, cpu = measure(scene(size, count), f.repeats, f.min_face_size)
+      found, rate, cpu = measure(scene(size, count), f.repeats, f.min_face_size, classify)
       print(f"| {datetime.date.today()} | {machine.cpu_name()} | {os.cpu_count()} | "
             f"{size}x{size} | "
             f"{count} | {found} | {rate:.2f} | {1000 * cpu:.0f} |", flush=True)
