@@ -25,11 +25,12 @@ def register(fn, registry=OPS):
   return fn
 
 
-def parse(spec, registry=OPS):
-  """Builds `fn(example, rng) -> example` from a pipeline string of `registry`'s ops.
+def build_ops(spec, registry):
+  """The ops of a pipeline string `op|op(arg, key=value)|...`, each built by its factory in
+  `registry` (name -> factory); the grammar of both host and device pipelines.
 
   Raises:
-    ValueError: naming the op that is unknown or has malformed arguments.
+    cli.UsageError: naming the op that is unknown or has malformed arguments.
   """
   ops = []
   for part in filter(None, (p.strip() for p in spec.split("|"))):
@@ -43,10 +44,19 @@ def parse(spec, registry=OPS):
         kwargs = {k.arg: ast.literal_eval(k.value) for k in call.keywords}
     except (SyntaxError, ValueError, AttributeError) as e:
       raise cli.UsageError(f"pipeline op {part!r} in {spec!r}: expected name or "
-                           "name(literals)") from e
+                           f"name(literals) with name one of {sorted(registry)}") from e
     if name not in registry:
       raise cli.UsageError(f"pipeline op {name!r} in {spec!r}: expected one of {sorted(registry)}")
-    ops.append(registry[name](*args, **kwargs))
+    try:
+      ops.append(registry[name](*args, **kwargs))
+    except (TypeError, ValueError) as e:
+      raise cli.UsageError(f"pipeline op {part!r} in {spec!r}: {e}") from e
+  return ops
+
+
+def parse(spec, registry=OPS):
+  """Builds `fn(example, rng) -> example` from a pipeline string of `registry`'s ops."""
+  ops = build_ops(spec, registry)
 
   def apply(example, rng):
     for op in ops:

@@ -22,7 +22,6 @@ ranges, up-to-10 tries and fallbacks. A draw takes all its uniforms from one cal
 floor(u * n)): one threefry evaluation per op compiles several times faster than one per value.
 """
 
-import ast
 import functools
 import math
 from collections.abc import Callable
@@ -34,7 +33,7 @@ import numpy as np
 from jax import lax
 
 from fer_jax import cli
-from fer_jax.data import synthetic
+from fer_jax.data import augment, synthetic
 
 _OPS = {}
 
@@ -92,27 +91,9 @@ def parse(spec):
   """Builds a `Pipeline` from a pipeline string in `augment.parse`'s grammar.
 
   Raises:
-    ValueError: naming the op that is unknown or has malformed arguments.
+    cli.UsageError: naming the op that is unknown or has malformed arguments.
   """
-  ops = []
-  for part in filter(None, (p.strip() for p in spec.split("|"))):
-    try:
-      call = ast.parse(part, mode="eval").body
-      if isinstance(call, ast.Name):
-        name, args, kwargs = call.id, [], {}
-      else:
-        name = call.func.id
-        args = [ast.literal_eval(a) for a in call.args]
-        kwargs = {k.arg: ast.literal_eval(k.value) for k in call.keywords}
-    except (SyntaxError, ValueError, AttributeError) as e:
-      raise cli.UsageError(f"pipeline op {part!r} in {spec!r}: expected name or name(literals) "
-                           f"with name one of {sorted(_OPS)}") from e
-    if name not in _OPS:
-      raise cli.UsageError(f"pipeline op {name!r} in {spec!r}: expected one of {sorted(_OPS)}")
-    try:
-      ops.append(_OPS[name](*args, **kwargs))
-    except (TypeError, ValueError) as e:
-      raise cli.UsageError(f"pipeline op {part!r} in {spec!r}: {e}") from e
+  ops = augment.build_ops(spec, _OPS)
   return Pipeline(ops, spec)
 
 
