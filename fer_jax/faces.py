@@ -85,7 +85,7 @@ def _package_dir(module, package):
 # --- detection --------------------------------------------------------------------------------
 @functools.cache
 def _networks():
-  """The ONNX sessions of P-Net, R-Net and O-Net."""
+  """P-Net, R-Net and O-Net as onnxruntime inference objects."""
   # onnxruntime 1.32 records telemetry (and writes an id file to $TMPDIR) unless told not to.
   os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
   try:
@@ -102,11 +102,11 @@ def _networks():
                for name in ("pnet", "rnet", "onet"))
 
 
-def _run(session, batch):
-  """Outputs of `session` for NHWC images; the networks, converted from the original Caffe
+def _run(network, batch):
+  """Outputs of `network` for NHWC images; the networks, converted from the original Caffe
   models that were trained on column-major (MATLAB) arrays, take them transposed."""
   x = ((batch.astype(np.float32) - 127.5) / 128.0).transpose(0, 2, 1, 3)
-  return session.run(None, {session.get_inputs()[0].name: np.ascontiguousarray(x)})
+  return network.run(None, {network.get_inputs()[0].name: np.ascontiguousarray(x)})
 
 
 def _rgb(image):
