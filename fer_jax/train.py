@@ -264,8 +264,8 @@ def train_and_evaluate(config, workdir):
   # Tracing both steps on real batches checks what only the steps read (the method's config
   # fields, the batch fields it needs) before anything is written; the traces are reused when
   # the steps first run.
-  probe = train_input(config, inputs, config.batch_size // n_proc, steps_per_epoch)
-  p_train_step.trace(state, inputs.put(next(probe)), rng)
+  p_train_step.trace(state, inputs.put(inputs.first_rows_batch(config.batch_size // n_proc)),
+                     rng)
   p_eval_step.trace(state, next(inputs.eval_batches(config.eval_batch_size)))
 
   # Every check passed: from here on the workdir is written.

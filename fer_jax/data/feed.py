@@ -228,6 +228,17 @@ class Feed:
     return _Tagged(IndexBatches(self.dataset.train, epochs, batch_size, self.train_fields,
                                 jax.process_count()), "device")
 
+  def first_rows_batch(self, batch_size):
+    """A host batch of this process's first `batch_size` training rows, read directly (no
+    sampler, no worker processes): the shapes and fields of a train batch, for tracing."""
+    rows = np.arange(jax.process_index(), len(self.dataset.train), jax.process_count())
+    rows = np.resize(rows, batch_size)
+    if self.placement == "device":
+      return fields_of(self.dataset.train, rows, self.train_fields, jax.process_count())
+    apply = augment.parse(self.host_ops)
+    records = [apply(self.dataset.train[int(i)], None) for i in rows]
+    return {k: np.stack([r[k] for r in records]) for k in records[0]}
+
   def put(self, batch):
     """A host batch of the train pipeline -> the global batch on the devices, with images."""
     if self.placement == "host":
