@@ -30,7 +30,8 @@ LAYOUTS = ("synthetic", "raf_db", "affectnet", "folder")
 
 def train_ops(size):
   return (f"resize({size}, resample='bicubic')|flip_lr(swap_landmarks=False)|"
-          f"random_resized_crop({size}, scale=(0.75, 1.0), truncate_landmarks=True)|"
+          f"random_resized_crop({size}, scale=(0.75, 1.0), truncate_landmarks=True, "
+          "resample='bicubic')|"
           "color_jitter(0.4, 0.4, 0.4)|random_erasing(scale=(0.02, 0.2), p=0.2)")
 
 
@@ -67,5 +68,5 @@ def get_config(arg=None):
     c.num_epochs, c.batch_size, c.eval_batch_size = 2, 8, 8
     c.lanet.queue_size = 32
   c.input.train_ops = train_ops(c.input.image_size)
-  c.input.eval_ops = common.eval_ops(c.input.image_size)
+  c.input.eval_ops = f"resize({c.input.image_size}, resample='bicubic')"  # PIL's default
   return c

@@ -13,7 +13,7 @@ import functools
 import math
 
 import numpy as np
-from PIL import Image, ImageEnhance, ImageOps
+from PIL import Image, ImageDraw, ImageEnhance, ImageOps
 
 from fer_jax.data import augment, synthetic
 
@@ -21,6 +21,7 @@ OPS = dict(augment.OPS)
 register = functools.partial(augment.register, registry=OPS)
 parse = functools.partial(augment.parse, registry=OPS)
 resize = augment.resize
+_RESAMPLE = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC}
 
 
 def _flip(ex, key, swap_landmarks=True):
@@ -48,12 +49,14 @@ def flip_lr(p=0.5, key="image", swap_landmarks=True):
 
 @register
 def random_resized_crop(size, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3), truncate_landmarks=False,
-                        key="image"):
-  """torchvision's RandomResizedCrop (bilinear): up to 10 draws of area ~ U(scale) and log-aspect
-  ~ U(log ratio), else a centre crop of the nearest allowed aspect; the crop is resized to
-  size x size. Landmarks move with it; `truncate_landmarks` truncates them to integers
-  afterwards, as LA-Net's code does."""
+                        resample="bilinear", key="image"):
+  """torchvision's RandomResizedCrop: up to 10 draws of area ~ U(scale) and log-aspect ~
+  U(log ratio), else a centre crop of the nearest allowed aspect; PIL crops and resizes the crop
+  to size x size, bilinear as torchvision or bicubic (PIL's default) as LA-Net's code. Landmarks
+  move with it; `truncate_landmarks` truncates them to integers afterwards, as LA-Net's code
+  does."""
   log_ratio = (math.log(ratio[0]), math.log(ratio[1]))
+  method = _RESAMPLE[resample]
 
   def box(h, w, rng):
     for _ in range(10):
@@ -74,8 +77,8 @@ def random_resized_crop(size, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3), truncate_
   def op(ex, rng):
     img = ex[key]
     top, left, ch, cw = box(*img.shape[:2], rng)
-    crop = Image.fromarray(img[top : top + ch, left : left + cw])
-    ex = {**ex, key: np.asarray(crop.resize((size, size), Image.Resampling.BILINEAR))}
+    crop = Image.fromarray(img).crop((left, top, left + cw, top + ch))
+    ex = {**ex, key: np.asarray(crop.resize((size, size), method))}
     if "landmarks" in ex and key == "image":
       lm = (ex["landmarks"] - np.array([left, top], np.float32)) * np.array(
         [size / cw, size / ch], np.float32)
@@ -284,16 +287,17 @@ def rand_augment(n=2, p=0.5, key="image"):
 
 @register
 def cutout(size=16, fill=127, key="image"):
-  """FixMatch's CutoutAbs: a box of up to size x size around a uniform centre, clipped to the
-  image, filled with grey `fill` (in uint8, before normalisation)."""
+  """FixMatch's CutoutAbs(v=size): a corner at (max(0, x0 - v / 2), max(0, y0 - v / 2)) truncated,
+  x0 ~ U(0, w) and y0 ~ U(0, h); ImageDraw.rectangle to the corner + v (at most the image's
+  size), both ends included, filled with grey `fill` (in uint8, before normalisation)."""
 
   def op(ex, rng):
-    img = ex[key]
-    h, w = img.shape[:2]
-    left = int(max(0.0, rng.uniform(0, w) - size / 2))
-    top = int(max(0.0, rng.uniform(0, h) - size / 2))
-    img = img.copy()
-    img[top : min(h, top + size), left : min(w, left + size)] = fill
-    return {**ex, key: img}
+    img = Image.fromarray(ex[key])
+    w, h = img.size
+    x0 = int(max(0.0, rng.uniform(0, w) - size / 2.0))
+    y0 = int(max(0.0, rng.uniform(0, h) - size / 2.0))
+    x1, y1 = int(min(w, x0 + size)), int(min(h, y0 + size))
+    ImageDraw.Draw(img).rectangle((x0, y0, x1, y1), (fill,) * 3)
+    return {**ex, key: np.asarray(img)}
 
   return op

@@ -12,8 +12,9 @@ op j of the pipeline from `fold_in(that, j)`. Every op is a `draw(key, example) 
 can feed the same parameters to an apply and to the PIL code of the reference op.
 
 The applies reproduce the reference ops' PIL arithmetic, not just their intent: resampling
-uses PIL's filters, windows, 22-bit fixed-point coefficients and pass order (`_resample`: the
-one place where Pillow releases differ); enhancers blend in float32 and truncate as Blend.c
+uses PIL's filters, float64 coefficients rounded to 22-bit fixed point, and the pass order of
+the Pillow releases the official code ran with (`_resample`: the one place where Pillow 13
+differs); enhancers blend in float32 and truncate as Blend.c
 does; affine warps use PIL's 16.16 fixed-point nearest sampling; the RandAugment LUTs are
 ImageOps' integer arithmetic, including autocontrast's float64 rounding.
 
@@ -97,9 +98,14 @@ def parse(spec):
   return Pipeline(ops, spec)
 
 
-# --- PIL's resampling (Resample.c) -------------------------------------------------------------
+# --- PIL's resampling (Resample.c of Pillow 3.3 to 12.1) ---------------------------------------
 
 _PRECISION_BITS = 22  # PIL's fixed-point coefficients for 8-bit images
+
+
+def _bilinear(x):
+  x = np.abs(x)
+  return np.where(x < 1.0, 1.0 - x, 0.0)
 
 
 def _bicubic(x):
@@ -110,52 +116,78 @@ def _bicubic(x):
   return np.where(x < 1.0, near, np.where(x < 2.0, far, 0.0))
 
 
-def _round_ratio(n, d):
-  """floor(n / d * 2^22 + 0.5) for non-negative integer arrays (n < 2^20, d < 2^18) without
-  leaving int32: (n 2^23 + d) // 2d, with n 2^11 split into a quotient and a remainder by 2d."""
-  a, d2 = n << 11, 2 * d
-  return ((a // d2) << 12) + (((a % d2) << 12) + d) // d2
+_FILTERS = {"bilinear": (_bilinear, 1.0), "bicubic": (_bicubic, 2.0)}
 
 
-def _fixed_point_weights(in_size, start, length, out_size, resample):
-  """PIL's 22-bit integer coefficients k[o, x] for resampling input[start : start + length]
-  (along an axis of in_size pixels) to out_size pixels.
+def _check_resample(resample):
+  if resample not in _FILTERS:
+    raise cli.UsageError(f"resample={resample!r}: expected 'bilinear' or 'bicubic'")
 
-  Output pixel o centres at (o + 0.5) * length / out_size in the crop; the filter is widened by
-  length / out_size when downscaling (antialiasing); the weights are normalised per output
-  pixel over the crop and rounded to k / 2^22. The filter argument (x + 0.5 - centre) /
-  filterscale is numerator / denominator in integers. Bilinear weights are then exact ratios of
-  integers, rounded exactly, so a traced box (a random crop) gives PIL's coefficients too;
-  bicubic needs a static box and is computed in float64, as PIL does.
+
+@functools.cache
+def _coefficients(length, out_size, resample):
+  """PIL's 22-bit integer coefficients for resizing `length` pixels (a crop, or a whole axis)
+  to out_size: (first input pixel of each output pixel (out_size,), coefficients
+  (out_size, ksize)), ksize = 2 ceil(support) + 1.
+
+  precompute_coeffs and normalize_coeffs_8bpc in float64 with PIL's order of operations: output
+  pixel o centres at (o + 0.5) * length / out_size; when downscaling the filter's support is
+  widened by length / out_size (antialiasing); the weights are normalised per output pixel and
+  rounded half away from zero to k / 2^22.
   """
-  static = isinstance(start, int) and isinstance(length, int)
-  xp = np if static else jnp
-  o = xp.arange(out_size)[:, None]
-  x = xp.arange(in_size)[None, :]
-  numerator = (2 * (x - start) + 1) * out_size - (2 * o + 1) * length
-  denominator = 2 * xp.maximum(length, out_size)
-  inside = (x >= start) & (x < start + length)
-  if resample == "bilinear":
-    # 1 - |arg| = (denominator - |numerator|) / denominator; the denominators cancel.
-    weight = xp.maximum(denominator - xp.abs(numerator), 0) * inside
-    total = weight.sum(axis=1, keepdims=True)
-    # Rounded exactly; PIL's float64 rounding agrees, as weight / total * 2^22 is never a tie.
-    return _round_ratio(weight, total)
-  if not static:
-    raise ValueError("bicubic resampling needs a static box")
-  w = _bicubic(numerator / denominator) * inside
-  w = w / w.sum(axis=1, keepdims=True)
-  return (np.sign(w) * np.floor(np.abs(w) * 2.0**_PRECISION_BITS + 0.5)).astype(np.int64)
+  kernel, support = _FILTERS[resample]
+  scale = length / out_size
+  filterscale = max(scale, 1.0)
+  support = support * filterscale
+  ksize = math.ceil(support) * 2 + 1
+  centre = (np.arange(out_size) + 0.5) * scale
+  first = np.maximum((centre - support + 0.5).astype(np.int64), 0)  # C's (int): toward zero
+  count = np.minimum((centre + support + 0.5).astype(np.int64), length) - first
+  j = np.arange(ksize)[None, :]
+  w = np.where(j < count[:, None],
+               kernel(((j + first[:, None]) - centre[:, None] + 0.5) * (1.0 / filterscale)), 0.0)
+  total = np.zeros(out_size)
+  for i in range(ksize):  # PIL sums in this order
+    total = total + w[:, i]
+  w = np.where(total[:, None] != 0.0, w / np.where(total == 0.0, 1.0, total)[:, None], w)
+  scaled = w * 2.0**_PRECISION_BITS
+  k = np.trunc(np.where(w < 0, scaled - 0.5, scaled + 0.5)).astype(np.int32)
+  return first.astype(np.int32), k
+
+
+@functools.cache
+def _coefficient_table(in_size, out_size, resample):
+  """`_coefficients` of every crop length 0..in_size (0: none), zero-padded to one ksize, for a
+  crop whose length is traced."""
+  rows = [_coefficients(n, out_size, resample) for n in range(1, in_size + 1)]
+  ksize = rows[-1][1].shape[1]  # the longest crop has the widest filter
+  first = np.zeros((in_size + 1, out_size), np.int32)
+  k = np.zeros((in_size + 1, out_size, ksize), np.int32)
+  for n, (f, c) in enumerate(rows, 1):
+    first[n], k[n, :, : c.shape[1]] = f, c
+  return first, k
 
 
 def _resample_weights(in_size, start, length, out_size, resample):
-  """The coefficients of `_fixed_point_weights` as a (2 * out_size, in_size) float32 matrix: the
-  high and then the low part of each, so that pixel * weight products and their sums are exact
-  in float32 (see _round_sum)."""
-  k = _fixed_point_weights(in_size, start, length, out_size, resample)
-  k_hi = (k + 1024) >> 11
-  xp = np if isinstance(k, np.ndarray) else jnp
-  parts = xp.concatenate([k_hi * 2.0**-11, (k - (k_hi << 11)) * 2.0**-_PRECISION_BITS])
+  """The coefficients of resizing input[start : start + length] (along an axis of in_size
+  pixels) to out_size pixels, as a dense (2 * out_size, in_size) float32 matrix: the high and
+  then the low part of each, so that pixel * weight products and their sums are exact in
+  float32 (see _round_sum). start and length may be traced: the coefficients are then gathered
+  from the table of every length."""
+  static = isinstance(start, int) and isinstance(length, int)
+  if static:
+    xp = np
+    first, k = _coefficients(length, out_size, resample)
+  else:
+    xp = jnp
+    firsts, ks = _coefficient_table(in_size, out_size, resample)
+    first, k = jnp.asarray(firsts)[length], jnp.asarray(ks)[length]
+  ksize = k.shape[1]
+  j = xp.arange(in_size)[None, :] - start - first[:, None]  # tap of input pixel x
+  inside = (j >= 0) & (j < ksize)
+  dense = xp.where(inside, xp.take_along_axis(k, xp.clip(j, 0, ksize - 1), axis=1), 0)
+  k_hi = (dense + 1024) >> 11
+  parts = xp.concatenate([k_hi * 2.0**-11, (dense - (k_hi << 11)) * 2.0**-_PRECISION_BITS])
   return jnp.asarray(parts, jnp.float32)
 
 
@@ -177,22 +209,21 @@ def _resample_rows(weights, img):
 
 
 def _resample(img, box, size, resample):
-  """PIL's resize of img[top : top + ch, left : left + cw] to size x size; box may be traced.
-  The horizontal pass first, then the vertical, each rounding to uint8: the order of the Pillow
-  releases the official code ran with. (Pillow 13 runs the vertical pass first where the height
-  shrinks by more than twice the width; the two orders differ by at most one level.)"""
+  """PIL's resize of the crop img[top : top + ch, left : left + cw] to size x size (crop, then
+  resize, as torchvision and LA-Net's code do); box may be traced.
+
+  The horizontal pass first, then the vertical, each rounding to uint8, for every box: the order
+  of Pillow 3.3 to 12.1, which the official code ran with. (Pillow 13 runs the vertical pass
+  first where the height shrinks much more than the width, e.g. 25x21 -> 24, and 12.2 where the
+  image is over 100 times taller than wide; either order moves some pixels by one level.) A pass
+  PIL skips, on an axis that keeps its size and offset, is the identity here.
+  """
   top, left, ch, cw = box
   h, w = img.shape[:2]
   wx = _resample_weights(w, left, cw, size, resample)
   wy = _resample_weights(h, top, ch, size, resample)
-
-  def horizontal(x):
-    return _resample_rows(wx, x.transpose(1, 0, 2)).transpose(1, 0, 2)
-
-  def vertical(x):
-    return _resample_rows(wy, x)
-
-  return vertical(horizontal(img))
+  rows = _resample_rows(wx, img.transpose(1, 0, 2)).transpose(1, 0, 2)
+  return _resample_rows(wy, rows)
 
 
 # --- PIL's enhancers (ImageEnhance, Blend.c, Convert.c, Filter.c) --------------------------------
@@ -265,8 +296,7 @@ def _enhance(img, kind, factor):
 @register
 def resize(size, key="image", resample="bilinear"):
   """PIL's resize to size x size, bilinear or bicubic (see tests/host_ops.py resize)."""
-  if resample not in ("bilinear", "bicubic"):
-    raise cli.UsageError(f"resample={resample!r}: expected 'bilinear' or 'bicubic'")
+  _check_resample(resample)
 
   def apply(ex, params):
     del params
@@ -334,9 +364,11 @@ def _first_fit(fits, values, fallback):
 
 @register
 def random_resized_crop(size, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3), truncate_landmarks=False,
-                        key="image"):
-  """torchvision's RandomResizedCrop with PIL's bilinear resize (see tests/host_ops.py).
-  Params: (top, left, height, width) of the crop, int32."""
+                        resample="bilinear", key="image"):
+  """torchvision's RandomResizedCrop: the crop resized with PIL, bilinear as torchvision, or
+  bicubic as LA-Net's code (see tests/host_ops.py). Params: (top, left, height, width) of the
+  crop, int32."""
+  _check_resample(resample)
 
   def central_box(h, w):
     aspect = w / h
@@ -361,7 +393,7 @@ def random_resized_crop(size, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3), truncate_
 
   def apply(ex, box):
     top, left, ch, cw = box[0], box[1], box[2], box[3]
-    ex = {**ex, key: _resample(ex[key], (top, left, ch, cw), size, "bilinear")}
+    ex = {**ex, key: _resample(ex[key], (top, left, ch, cw), size, resample)}
     if "landmarks" in ex and key == "image":
       points = (ex["landmarks"] - jnp.stack([left, top]).astype(jnp.float32)) * (
         size / jnp.stack([cw, ch]).astype(jnp.float32))
@@ -701,7 +733,9 @@ def rand_augment(n=2, p=0.5, key="image"):
 
 @register
 def cutout(size=16, fill=127, key="image"):
-  """FixMatch's CutoutAbs (see tests/host_ops.py cutout). Params: the box's (top, left)."""
+  """FixMatch's CutoutAbs(v=size) (see tests/host_ops.py cutout): ImageDraw.rectangle from the
+  corner to the corner + size, both ends included, so a (size + 1) x (size + 1) box clipped to
+  the image. Params: the box's (top, left)."""
 
   def draw(rng, ex):
     h, w = ex[key].shape[:2]
@@ -714,8 +748,8 @@ def cutout(size=16, fill=127, key="image"):
     img = ex[key]
     rows = jnp.arange(img.shape[0])[:, None]
     cols = jnp.arange(img.shape[1])[None, :]
-    inside = ((rows >= corner[0]) & (rows < corner[0] + size) & (cols >= corner[1])
-              & (cols < corner[1] + size))
+    inside = ((rows >= corner[0]) & (rows <= corner[0] + size) & (cols >= corner[1])
+              & (cols <= corner[1] + size))
     return {**ex, key: jnp.where(inside[..., None], jnp.asarray(fill, img.dtype), img)}
 
   return Op("cutout", draw, apply)
