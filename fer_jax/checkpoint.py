@@ -10,18 +10,27 @@ Each checkpoint holds three items:
 A step that cannot be read back (a node lost mid-save, a damaged file) is not fatal when an
 earlier step reads: the run resumes from the newest intact step, and the damaged ones are
 moved to `<workdir>/checkpoints_unreadable/` (never deleted) with the reason in the log.
+
+A save checks the disk's free space first: a checkpoint that would not fit is refused
+(`cli.NoSpace`) before orbax writes any of it, so the newest complete step stays the newest.
+
+`WorkdirLock` keeps a second run out of a workdir whose run is going.
 """
 
+import datetime
+import fcntl
 import json
 import logging
+import os
 import pathlib
+import socket
 
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
 from jax.experimental import multihost_utils
 
-from fer_jax import cli
+from fer_jax import cli, writers
 
 
 def _gather_json(value):
@@ -36,8 +45,74 @@ def _gather_json(value):
   return [json.loads(row[:n].tobytes()) for row, n in zip(rows, lengths)]
 
 
+# orbax's per-checkpoint metadata and JSON items, besides the arrays (measured: ~30 KB).
+_CHECKPOINT_MARGIN = 256 * 1024
+
+
 class CheckpointError(cli.UsageError):
   """No checkpoint of a workdir can be read."""
+
+
+class WorkdirBusy(cli.UsageError):
+  """Another process holds the workdir's lock."""
+
+
+class WorkdirLock:
+  """An exclusive OS lock (flock) on `<workdir>/run.lock`, held by process 0 for the life of a
+  run. The kernel releases it when the process ends, however it ends, so a killed run never
+  leaves a stale lock; the file keeps the last holder's host, pid and start time."""
+
+  NAME = "run.lock"
+
+  def __init__(self, workdir):
+    self.path = pathlib.Path(workdir) / self.NAME
+    self._fd = None
+
+  @property
+  def held(self):
+    return self._fd is not None
+
+  def acquire(self):
+    """Takes the lock where the workdir exists (process 0; a no-op once held). Every process
+    raises WorkdirBusy when process 0 finds another run holding it. Called by every process at
+    the same points (on several hosts it is a collective)."""
+    holder = None
+    if jax.process_index() == 0 and not self.held and self.path.parent.is_dir():
+      fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+      try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+      except BlockingIOError:
+        holder = os.read(fd, 4096).decode(errors="replace").strip() or "a process starting now"
+        os.close(fd)
+      else:
+        self._fd = fd
+        started = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
+        os.ftruncate(fd, 0)
+        os.write(fd, f"host {socket.gethostname()}, pid {os.getpid()}, started {started}\n"
+                 .encode())
+    if jax.process_count() > 1:
+      busy = multihost_utils.broadcast_one_to_all(np.int32(holder is not None))
+      if busy and holder is None:
+        holder = "a process seen by process 0"
+    if holder is not None:
+      raise WorkdirBusy(f"{self.path.parent}: another run is training in this workdir ({holder});"
+                        " wait for it to end or stop it, or use another --workdir")
+
+  def release(self):
+    if self.held:
+      os.close(self._fd)  # closing the descriptor releases the flock
+      self._fd = None
+
+  def __enter__(self):
+    return self
+
+  def __exit__(self, *exc):
+    self.release()
+
+
+def tree_bytes(tree):
+  """Bytes of the arrays of `tree` (as written uncompressed; global arrays counted once)."""
+  return sum(x.nbytes for x in jax.tree.leaves(tree))
 
 
 class Checkpointer:
@@ -52,9 +127,21 @@ class Checkpointer:
     return self._manager.latest_step()
 
   def save(self, step, state, rng, data_state, meta):
-    """Saves asynchronously; a step that already has a checkpoint is left as it is."""
+    """Saves asynchronously; a step that already has a checkpoint is left as it is.
+
+    Raises:
+      cli.NoSpace: before writing anything, when the disk lacks the checkpoint's size (the
+        state's bytes and a margin for orbax's metadata).
+    """
     if step in self._manager.all_steps():
       return
+    self._manager.wait_until_finished()  # the space a save in flight takes is then counted
+    latest = self._manager.latest_step()
+    kept = ("no checkpoint yet" if latest is None
+            else f"the checkpoint of step {latest} is kept, complete")
+    writers.check_space(pathlib.Path(self._manager.directory) / str(step),
+                tree_bytes(state) + _CHECKPOINT_MARGIN,
+                f"the checkpoint of step {step}", kept)
     self._manager.save(
       step,
       args=ocp.args.Composite(

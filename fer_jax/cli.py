@@ -7,8 +7,11 @@ prints one message to stderr and exits with status 2:
   fer_jax <command>: error: <message> (FER_JAX_TRACEBACK=1 for the traceback)
 
 Exit statuses: 0 success, 2 a user error (the command line, a config or an input file must
-change), 1 anything else (a bug: Python's own traceback, unshortened; or a command's own
-failure report, e.g. a grid whose runs failed), 130 interrupted (Ctrl-C).
+change), 3 a training run diverged (a non-finite loss or metric: the learning rate or the data
+must change; `Diverged`), 4 no space left on a disk (`NoSpace`: the message names the path and
+the space needed), 1 anything else (a bug: Python's own traceback, unshortened; or a command's
+own failure report, e.g. a grid whose runs failed), 130 interrupted (Ctrl-C). Statuses 3 and 4
+print one line as user errors do, headed `diverged:` and `no space:`.
 
 User errors are `UsageError`, absl's `app.UsageError` and flag errors, ml_collections config
 flag errors, the input errors of fer_jax (`prepared.DataError`, `safe_pickle.RefusedError`,
@@ -18,12 +21,12 @@ Any other exception, a bare ValueError from numpy or jax included, is a bug and 
 traceback. FER_JAX_TRACEBACK=1 prints the traceback of user errors too.
 
 `fer-jax <command> [args]` is `python -m fer_jax.<module> [args]` for each of COMMANDS (`fer-jax
-train` runs fer_jax/main.py, `fer-jax faces` fer_jax/faces.py's command of faces_cli.py), with the
-same flags; its errors read `fer-jax <command>: error:`.
+train` runs fer_jax/main.py), with the same flags; its errors read `fer-jax <command>: error:`.
 """
 
 import ast
 import difflib
+import errno
 import importlib.util
 import os
 import pathlib
@@ -35,11 +38,13 @@ from absl import app, flags
 
 TRACEBACK_ENV = "FER_JAX_TRACEBACK"
 USAGE_EXIT = 2
+DIVERGED_EXIT = 3
+NO_SPACE_EXIT = 4
 INTERRUPT_EXIT = 130
 _PATH_ERRORS = (FileNotFoundError, FileExistsError, NotADirectoryError, IsADirectoryError,
                 PermissionError)
 # ValueError subclasses of modules that may not be loaded (importing them costs seconds).
-_INPUT_ERRORS = (("fer_jax.data.prepared", "DataError"), ("fer_jax.safe_pickle", "RefusedError"))
+_INPUT_ERRORS = (("fer_jax.data.prepared", "DataError"), ("fer_jax.models.safe_pickle", "RefusedError"))
 _WRAPPED = "Error whilst parsing config file"
 # The console script's commands: name -> (module of fer_jax that `python -m` runs, summary).
 COMMANDS = {
@@ -63,6 +68,40 @@ _console_command = None  # the command `main` runs, for the error messages' head
 class UsageError(ValueError):
   """A mistake the user can fix: a bad flag, config value, input file or name. The message
   names the culprit (flag, field, file and line) and what was expected."""
+
+
+class Stopped(Exception):
+  """A command that cannot go on for a reason outside its command line; one line, its own exit
+  status (module docstring)."""
+
+  exit_status = 1
+  head = "error"
+
+
+class Diverged(Stopped):
+  """A training run whose loss or a metric went non-finite; the message names the step, the
+  metric, the checkpoint kept and the settings to look at."""
+
+  exit_status = DIVERGED_EXIT
+  head = "diverged"
+
+
+class NoSpace(Stopped):
+  """A write that does not fit on its disk; the message names the path and the space needed."""
+
+  exit_status = NO_SPACE_EXIT
+  head = "no space"
+
+
+def no_space_error(error):
+  """The ENOSPC OSError in `error`'s chain of causes, or None."""
+  seen = set()
+  while error is not None and id(error) not in seen:
+    seen.add(id(error))
+    if isinstance(error, OSError) and error.errno == errno.ENOSPC:
+      return error
+    error = error.__cause__ or error.__context__
+  return None
 
 
 def is_user_error(error):
@@ -96,15 +135,20 @@ def run(main, command=None, argv=None):
     print(f"{_program(command)}: interrupted{detail}", file=sys.stderr)
     sys.exit(INTERRUPT_EXIT)
   except Exception as error:
-    if not is_user_error(error):
+    full = no_space_error(error)
+    if full is not None and not isinstance(error, Stopped):
+      # A disk filled up where no write checked the space first: the path, without the need.
+      error = NoSpace(f"{message(full)}; free space there and run the same command again")
+    if not isinstance(error, Stopped) and not is_user_error(error):
       raise
     if os.environ.get(TRACEBACK_ENV) == "1":
       traceback.print_exc()
       hint = ""
     else:
       hint = f" ({TRACEBACK_ENV}=1 for the traceback)"
-    print(f"{_program(command)}: error: {message(error).strip()}{hint}", file=sys.stderr)
-    sys.exit(USAGE_EXIT)
+    head = error.head if isinstance(error, Stopped) else "error"
+    print(f"{_program(command)}: {head}: {message(error).strip()}{hint}", file=sys.stderr)
+    sys.exit(error.exit_status if isinstance(error, Stopped) else USAGE_EXIT)
 
 
 def _command_name():

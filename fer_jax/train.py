@@ -22,8 +22,8 @@ from jax.experimental import multihost_utils
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from fer_jax import checkpoint, cli, label_noise, optim, schedule, writers
-from fer_jax.data import device_ops, feed, pipeline, sources
+from fer_jax import checkpoint, cli, epoch_pass, optim, schedule, writers
+from fer_jax.data import device_ops, feed, label_noise, pipeline, sources
 from fer_jax.models import resnet, weights
 from fer_jax.state import TrainState
 
@@ -134,6 +134,8 @@ def create_state(config, model, tx, method, num_train, rng, replicated, class_na
     if hasattr(method, "adapt_pretrained"):
       variables = method.adapt_pretrained(variables, loaded)
     logging.info("Initialised from %s (%s)", config.init_from, meta.get("source", ""))
+  if hasattr(method, "init_variables"):  # weights a method loads itself (a second network)
+    variables = method.init_variables(config, variables)
   init_extra = getattr(method, "init_extra", lambda *_: {})
   state = TrainState(
     step=jnp.array(0, jnp.int32),
@@ -152,6 +154,8 @@ def _check_config(workdir, config):
   if path.exists():
     old = traverse_util.flatten_dict(json.loads(path.read_text()), sep=".")
     now = traverse_util.flatten_dict(new, sep=".")
+    if now.get("model.num_classes") == 0:  # to be counted from the data (it is checked then)
+      now["model.num_classes"] = old.get("model.num_classes")
     changed = sorted(k for k in set(old) | set(now)
                      if old.get(k) != now.get(k) and k not in _RESUMABLE_CHANGES)
     if changed:
@@ -195,15 +199,29 @@ def train_input(config, inputs, batch_size, steps_per_epoch):
 def train_and_evaluate(config, workdir):
   """Trains `config` in `workdir`, resuming from its latest checkpoint if there is one.
 
-  Writes to workdir: config.json, checkpoints/, metrics.jsonl, tensorboard/, and at the end
-  summary.json, confusion_matrix.png and model/ (the exported model for predict). Nothing is
-  written before the config, dataset, noise, devices, batch sizes and initial weights have
-  been checked, so a run refused for a mistake can be rerun as it is once the mistake is fixed.
+  Writes to workdir: config.json, run.lock, checkpoints/, metrics.jsonl, tensorboard/, and at
+  the end summary.json, confusion_matrix.png and model/ (the exported model for predict; each
+  written under a temporary name and renamed). Nothing is written before the config, dataset,
+  noise, devices, batch sizes and initial weights have been checked, so a run refused for a
+  mistake can be rerun as it is once the mistake is fixed. The workdir is locked for the life
+  of the run (checkpoint.WorkdirLock): a second run in it is refused.
+
+  Raises:
+    cli.Diverged: a non-finite loss or metric (no checkpoint of non-finite parameters is kept).
+    cli.NoSpace: a disk too full for a checkpoint or an output (the complete ones are kept).
 
   Returns:
     The summary dict (also written to summary.json).
   """
-  workdir = pathlib.Path(workdir)
+  lock = checkpoint.WorkdirLock(workdir)
+  try:
+    lock.acquire()  # where the workdir exists: a second run is refused before its checks
+    return _train_and_evaluate(config, pathlib.Path(workdir), lock)
+  finally:
+    lock.release()
+
+
+def _train_and_evaluate(config, workdir, lock):
   _check_config(workdir, config)
   logging.info("Compute dtype %s (parameters, optimiser state and BatchNorm statistics "
                "float32)", resnet.compute_dtype(config.dtype))
@@ -230,6 +248,10 @@ def train_and_evaluate(config, workdir):
     logging.info("Noise %s: %d of %d training labels changed (%.2f%%); report in %s",
                  noise_report["kind"], noise_report["flipped"], noise_report["num_train"],
                  100 * noise_report["realised_rate"], workdir / "noise" / "report.json")
+  if not config.model.num_classes:  # 0 (folder data): the model follows the dataset's classes
+    config.model.num_classes = len(dataset.class_names)
+    logging.info("config.model.num_classes=%d: the classes of %s", config.model.num_classes,
+                 dataset.source or dataset.name)
   if len(dataset.class_names) != config.model.num_classes:
     raise cli.UsageError(f"config.model.num_classes={config.model.num_classes} but dataset "
                      f"{dataset.name!r} has {len(dataset.class_names)} classes")
@@ -257,6 +279,7 @@ def train_and_evaluate(config, workdir):
                       lr_fn=lr_fns["default"], augment=_ops(config, "train_ops")),
     donate_argnums=0, out_shardings=(replicated, replicated),
   )
+  end_epoch = epoch_pass.make(method, model, config, inputs, _ops(config, "train_ops"))
   p_eval_step = jax.jit(functools.partial(eval_step, model=model,
                                           num_classes=config.model.num_classes,
                                           dtype=jnp.dtype(resnet.compute_dtype(config.dtype)),
@@ -270,6 +293,7 @@ def train_and_evaluate(config, workdir):
 
   # Every check passed: from here on the workdir is written.
   workdir.mkdir(parents=True, exist_ok=True)
+  lock.acquire()
   _write_config(workdir, config)
   label_noise.apply(given, config.noise, workdir / "noise" if jax.process_index() == 0 else None)
   ckpt = checkpoint.Checkpointer((workdir / "checkpoints").absolute(), config.keep_checkpoints)
@@ -294,11 +318,10 @@ def train_and_evaluate(config, workdir):
       bar.update()
       epoch_end = step % steps_per_epoch == 0
       if step % config.log_every_steps == 0 or epoch_end:
-        means = {f"train_{k}": np.mean(v) for k, v in jax.device_get(
-          jax.tree.map(lambda *xs: jnp.stack(xs), *pending)).items()}
+        fetched = _fetch(pending)
         pending = []
-        if not np.isfinite(means["train_loss"]):
-          raise FloatingPointError(f"non-finite training loss at step {step}: {means}")
+        _check_finite(fetched, step)
+        means = {f"train_{k}": np.mean(v) for k, v in fetched.items()}
         writer.write_scalars(step, means)
         postfix["loss"] = f"{means['train_loss']:.3f}"
         bar.set_postfix(postfix)
@@ -315,17 +338,33 @@ def train_and_evaluate(config, workdir):
                                     "eval_loss": eval_loss})
         postfix["eval_acc"] = f"{report['accuracy']:.4f}"
         bar.set_postfix(postfix)
+      if epoch_end and end_epoch is not None:
+        state = end_epoch(state, rng)
       if epoch_end or step % config.checkpoint_every_steps == 0:
+        # Never a checkpoint of non-finite parameters: the steps since the last fetch, then
+        # the parameters themselves (one reduction, at checkpoints only).
+        if pending:
+          _check_finite(_fetch(pending), step)
+        if not bool(_all_finite(state.params)):
+          raise _NonFinite(f"the parameters became non-finite by step {step}")
         writer.flush()  # the logged rows up to a checkpoint survive a crash after it
         ckpt.save(step, state, rng, train_iter.get_state(), meta)
-  except KeyboardInterrupt:
+  except (KeyboardInterrupt, _NonFinite, cli.NoSpace) as stop:
     bar.close()
     train_iter.close()
     writer.close()
     ckpt.close()  # waits for a save in flight
     kept = ckpt.latest_step()
+    if isinstance(stop, cli.NoSpace):
+      raise
     where = (f"checkpoint of step {kept} kept in {workdir / 'checkpoints'}" if kept is not None
              else "no checkpoint yet")
+    if isinstance(stop, _NonFinite):
+      raise cli.Diverged(
+        f"{stop}; {where}, from before it (no checkpoint of non-finite parameters is saved); "
+        f"look at config.optimizer.lr={config.optimizer.lr} (lower it), the schedule's "
+        f"warm-up, config.batch_size={config.batch_size}, config.dtype={config.dtype!r} and "
+        "the training data; a changed config needs a new --workdir") from None
     raise Interrupted(f"stopped after step {step} of {total_steps}; {where}; the same command "
                       "resumes from it") from None
   bar.close()
@@ -335,6 +374,34 @@ def train_and_evaluate(config, workdir):
   return _finish(workdir, config, dataset, noise_report, state, meta)
 
 
+class _NonFinite(Exception):
+  """A non-finite training metric or parameter; the message says which and at which step."""
+
+
+@jax.jit
+def _all_finite(tree):
+  return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]))
+
+
+def _fetch(pending):
+  """{metric: (steps,) host array} of the per-step metrics `pending`."""
+  return jax.device_get(jax.tree.map(lambda *xs: jnp.stack(xs), *pending))
+
+
+def _check_finite(fetched, last_step):
+  """Raises _NonFinite naming the first step and metric (the loss first) that is not finite
+  among `fetched`, the metrics of the steps up to `last_step`."""
+  first = None
+  for name in sorted(fetched, key=lambda k: (k != "loss", k)):
+    values = np.asarray(fetched[name], np.float64)
+    bad = np.flatnonzero(~np.isfinite(values))
+    if len(bad) and (first is None or bad[0] < first[0]):
+      first = (bad[0], name, values[bad[0]])
+  if first is not None:
+    index, name, value = first
+    raise _NonFinite(f"train_{name} became {value} at step {last_step - len(values) + 1 + index}")
+
+
 def _finish(workdir, config, dataset, noise_report, state, meta):
   summary = writers.summarize(meta["history"], dataset.class_names, meta["confusion"])
   summary["dataset"] = {"name": dataset.name, "source": dataset.source,
@@ -342,27 +409,26 @@ def _finish(workdir, config, dataset, noise_report, state, meta):
   summary["noise"] = {k: v for k, v in noise_report.items()
                       if k not in ("per_class", "transition_matrix", "class_names")}
   if jax.process_index() == 0:
-    (workdir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    writers.plot_confusion(meta["confusion"], dataset.class_names,
-                           workdir / "confusion_matrix.png",
-                           f"{config.method}: accuracy {summary['final_accuracy']:.4f}")
+    text = json.dumps(summary, indent=2) + "\n"
+    kept = "the checkpoints and the earlier outputs are kept"
+    writers.write_atomically(workdir / "summary.json", lambda tmp: tmp.write_text(text),
+                             len(text), "summary.json", kept)
+    writers.write_atomically(
+      workdir / "confusion_matrix.png",
+      lambda tmp: writers.plot_confusion(meta["confusion"], dataset.class_names, tmp,
+                                         f"{config.method}: accuracy "
+                                         f"{summary['final_accuracy']:.4f}"),
+      _FIGURE_BYTES, "the confusion matrix figure", kept)
     model_dir = workdir / "model"
     step = int(jax.device_get(state.step))
-    if (model_dir / weights.META).exists():
-      earlier = json.loads((model_dir / weights.META).read_text()).get("step")
-      if earlier != step:  # an extended run: keep the earlier model beside the new one
-        kept = workdir / f"model_step{earlier}"
-        while kept.exists():
-          kept = kept.with_name(kept.name + "_")
-        model_dir.rename(kept)
-        logging.info("The model of step %s moved to %s; model/ is now that of step %d", earlier,
-                     kept, step)
-    if not (model_dir / weights.META).exists():
+    earlier = (json.loads((model_dir / weights.META).read_text()).get("step")
+               if (model_dir / weights.META).exists() else None)
+    if earlier != step:
       # Inference is backbone (+ neck) + head (resnet.Classifier); what only training uses (a
       # negative head, a landmark branch, a log-variance branch) is left out of the model.
       inference = {collection: {k: v for k, v in tree.items() if k in ("backbone", "neck", "head")}
                    for collection, tree in jax.device_get(state.variables()).items()}
-      weights.save(model_dir, inference, {
+      _write_model(workdir, earlier, step, inference, {
         "arch": config.model.arch, "width": config.model.width,
         "num_classes": config.model.num_classes, "class_names": list(dataset.class_names),
         "neck": config.model.get("neck", "pool"),
@@ -374,3 +440,26 @@ def _finish(workdir, config, dataset, noise_report, state, meta):
                summary["final_accuracy"], summary["best_accuracy"], summary["best_epoch"],
                summary["mean_last5_accuracy"])
   return summary
+
+
+_FIGURE_BYTES = 512 * 1024  # a confusion-matrix PNG is 20-200 KB
+
+
+def _write_model(workdir, earlier, step, variables, meta):
+  """Writes model/ under a temporary name, then renames it into place; the model/ of an earlier
+  step (an extended run) moves to model_step<N>/ just before. A reader sees a complete model/,
+  and a full disk leaves the earlier model/ as it was."""
+  kept = ("the checkpoints are kept" if earlier is None
+          else f"the model of step {earlier} in model/ and the checkpoints are kept")
+
+  def keep_earlier(model_dir):
+    moved = workdir / f"model_step{earlier}"
+    while moved.exists():
+      moved = moved.with_name(moved.name + "_")
+    model_dir.rename(moved)
+    logging.info("The model of step %s moved to %s; model/ is now that of step %d", earlier,
+                 moved, step)
+
+  writers.write_atomically(workdir / "model", lambda path: weights.save(path, variables, meta),
+                           checkpoint.tree_bytes(variables) + 64 * 1024, "the model", kept,
+                           displace=keep_earlier)
