@@ -84,11 +84,13 @@ def base_config(method, data="synthetic", noise=0.0, noise_kind="symmetric", noi
     c.dataset.image_size = 128
   if "num_classes" in c.dataset:  # FERPlus/AffectNet 7 or 8: the model follows the dataset
     c.model.num_classes = c.dataset.get_ref("num_classes")
+  if data == "folder":  # 0: one class per class folder, counted when the data is read
+    c.model.num_classes = 0
   # Training-label noise (fer_jax/noise.py): kind none | symmetric | asymmetric_lanet |
   # asymmetric_ncct | file (a noisy label file in the dataset's format, e.g. EAC's noise01.txt).
   kind = "file" if noise_file else noise_kind if noise else "none"
   # order: the class order a symmetric flip counts its offset in: "" the dataset's own |
-  # "lanet" LA-Net's (its exact noisy labels; fer_jax/label_noise.py).
+  # "lanet" LA-Net's (its exact noisy labels; fer_jax/data/label_noise.py).
   c.noise = mlc.ConfigDict(dict(kind=kind, rate=noise, seed=0, file=noise_file, order=""))
   c.input = mlc.ConfigDict(
     dict(

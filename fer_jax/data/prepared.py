@@ -11,21 +11,30 @@ files into `Row`s (raising `DataError` that names the file and line of any bad r
 one row into a record (`encode`). Images that cannot be decoded are always skipped and
 listed at preparation time; `corrupt_images="fail"` then refuses to train on the result,
 `"skip"` trains without them and says how many were left out.
+
+A prepared copy is derived data: one whose metadata or ArrayRecord shards fail to read (a
+truncated file, a disk that filled up) is deleted and prepared again from the user's copy, with
+a warning naming the file, so training never reads half a copy. A preparation that does not
+fit on its disk is cli.NoSpace naming the directory and the space needed.
 """
 
 import concurrent.futures
 import dataclasses
 import hashlib
 import io
+import json
 import logging
 import os
 import pathlib
+import shutil
 
 import numpy as np
 import tensorflow_datasets as tfds
+from array_record.python import array_record_module
 from PIL import Image
 
-from fer_jax.data import landmark_files, sources
+from fer_jax import writers
+from fer_jax.data import landmark_files, media, sources
 
 CORRUPT_POLICIES = ("fail", "skip")
 # config.dataset fields of every prepared dataset (each module adds its own).
@@ -40,7 +49,7 @@ DEFAULTS = dict(
   # dataset in AffectNet's order); empty: the dataset's own. Label files keep their own order.
   class_order="",
 )
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+IMAGE_SUFFIXES = media.IMAGE_SUFFIXES
 _CHUNK = 512  # rows decoded ahead of the writer
 
 
@@ -79,12 +88,18 @@ def encode_png(pixels):
   return out.getvalue()
 
 
+_EXIF_ORIENTATION = 0x0112
+
+
 def image_bytes(path):
-  """The stored bytes of an image file: as is for RGB JPEG/PNG, otherwise converted to RGB PNG."""
+  """The stored bytes of an image file: as is for an upright RGB JPEG, otherwise the pixels
+  that predict reads (media.read_photo: upright, RGB, 8 bits) as PNG, so that a photo trains
+  as it predicts whatever its mode (greyscale, CMYK, palette, alpha, 16-bit) or rotation."""
   data, image = read_image(path)
-  if image.mode == "RGB" and image.format in ("JPEG", "PNG"):
+  if (image.mode == "RGB" and image.format == "JPEG"
+      and image.getexif().get(_EXIF_ORIENTATION, 1) == 1):
     return data
-  return encode_png(np.asarray(image.convert("RGB")))
+  return encode_png(media.read_photo(path))
 
 
 class Builder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
@@ -219,17 +234,19 @@ def open_builder(builder_cls, config, builder_config=None):
     raise DataError(f"{field}={root}: missing {', '.join(missing)}; expected a copy laid out as\n"
                     f"{builder_cls.LAYOUT}")
   current = fingerprint(root, files)
-  builder = builder_cls(data_dir=prepared / f"{prefix}-{current}", config=builder_config,
-                        file_format="array_record")
-  earlier = sorted(str(p) for p in prepared.glob(f"{prefix}*") if p != builder.data_dir)
+  copy = prepared / f"{prefix}-{current}"
+  builder, damage = _open_prepared(builder_cls, copy, builder_config)
+  if damage is not None:
+    logging.warning("The prepared copy %s cannot be read (%s); deleting %s and preparing it again "
+                    "from %s", *damage, copy, root)
+    shutil.rmtree(copy)
+    builder, _ = _open_prepared(builder_cls, copy, builder_config)
+  earlier = sorted(str(p) for p in prepared.glob(f"{prefix}*") if p != copy)
   if earlier:
     logging.info("Earlier preparations of %s (the copy has changed since): %s; delete them to "
                  "free the space", root, ", ".join(earlier))
   if not builder.is_prepared():
-    logging.info("Preparing %s from %s into %s (once; later runs reuse it)", config.name, root,
-                 builder.data_dir)
-    builder.download_and_prepare(
-      download_config=tfds.download.DownloadConfig(manual_dir=str(root)))
+    _prepare(builder, config.name, root, copy)
   meta = builder.info.metadata
   if meta["fingerprint"] != current:
     raise DataError(f"files under {root} changed while they were prepared into "
@@ -244,6 +261,63 @@ def open_builder(builder_cls, config, builder_config=None):
                       "set config.dataset.corrupt_images=skip to train without them")
     logging.warning("Skipped unreadable images (per split %s):\n%s", counts, listing)
   return builder
+
+
+def _open_prepared(builder_cls, copy, builder_config):
+  """(the builder of the prepared copy in `copy`, None) when it reads or is not prepared yet;
+  (None, (file, why)) when its metadata or a shard fails to read."""
+  try:
+    builder = builder_cls(data_dir=copy, config=builder_config, file_format="array_record")
+    if not builder.is_prepared():
+      return builder, None
+    info = builder.info
+    dict(info.metadata)
+  except Exception as e:  # noqa: BLE001 (JSON, protobuf, TFDS: any failure to read it)
+    found = sorted(copy.rglob("*.json")) or [copy]
+    return None, (_culprit(found, e), f"{type(e).__name__}: {str(e)[:200]}")
+  for split in info.splits.values():
+    for path, expected in zip(split.filepaths, split.shard_lengths):
+      try:
+        reader = array_record_module.ArrayRecordReader(str(path))
+        count = reader.num_records()
+        reader.close()
+      except (RuntimeError, OSError, ValueError) as e:
+        return None, (str(path), f"{type(e).__name__}: {str(e)[:200]}")
+      if count != expected:
+        return None, (str(path), f"{count} records where {expected} were written")
+  return builder, None
+
+
+def _culprit(paths, error):
+  """The file among `paths` that `error` names (JSON errors name none: the first JSON file
+  that does not parse)."""
+  named = [str(p) for p in paths if str(p) in str(error)]
+  if named:
+    return named[0]
+  for path in paths:
+    try:
+      json.loads(pathlib.Path(path).read_text())
+    except (ValueError, OSError):
+      return str(path)
+  return str(paths[0])
+
+
+def _prepare(builder, name, root, copy):
+  """Prepares `builder` from the user's copy `root`; a full disk removes the partial files and
+  raises cli.NoSpace naming `copy` and the space needed (about the images' size)."""
+  logging.info("Preparing %s from %s into %s (once; later runs reuse it)", name, root,
+               builder.data_dir)
+  needed = sum(p.stat().st_size for p in root.rglob("*")
+               if p.suffix.lower() in IMAGE_SUFFIXES) * 5 // 4 + 2**20
+  what, kept = f"preparing {name}", f"{root} is untouched"
+  writers.check_space(copy, needed, what, kept)
+  try:
+    with writers.no_space_named(copy, needed, what, kept):
+      builder.download_and_prepare(
+        download_config=tfds.download.DownloadConfig(manual_dir=str(root)))
+  except BaseException:
+    shutil.rmtree(copy, ignore_errors=True)  # never half a copy that a later run would trust
+    raise
 
 
 def split_index(builder, split):

@@ -16,14 +16,16 @@ expressions, poses, lighting and occlusions; the test split shows the same peopl
 images.
 """
 
+import logging
 import math
 import os
 import pathlib
+import zipfile
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-from fer_jax import cli, expressions
+from fer_jax import cli, expressions, writers
 from fer_jax.data import sources
 
 CLASS_NAMES = expressions.RAF_DB
@@ -252,9 +254,8 @@ def load(dataset_config):
   cache = pathlib.Path(c.cache_dir).expanduser() / (
     f"{tag}-s{c.seed}-n{c.num_train}-{c.num_test}-px{c.image_size}.npz"
   )
-  if cache.exists():
-    arrays = dict(np.load(cache))
-  else:
+  arrays = _read_cache(cache, c)
+  if arrays is None:
     arrays = {}
     # The test split draws from a disjoint index range of the same seed: a fixed split.
     for split, n, offset in (("train", c.num_train, 0), ("test", c.num_test, 10**7)):
@@ -264,9 +265,9 @@ def load(dataset_config):
     cache.parent.mkdir(parents=True, exist_ok=True)
     # A per-process temporary name, then an atomic rename: concurrent runs sharing the
     # cache never write into one file, and a reader never sees half a file.
-    tmp = cache.with_name(f"{cache.stem}.{os.getpid()}.tmp.npz")
-    np.savez(tmp, **arrays)
-    tmp.replace(cache)
+    writers.write_atomically(cache, lambda tmp: _save(tmp, arrays),
+                             sum(a.nbytes for a in arrays.values()) + 2**16,
+                             "the synthetic dataset's cache", "nothing else is written")
 
   def split(name):
     labels = arrays[f"{name}_labels"]
@@ -278,6 +279,30 @@ def load(dataset_config):
   names = tuple(f"person_{j:04d}" for j in range(len(people))) if people else CLASS_NAMES
   return sources.Dataset("synthetic", names, split("train"), split("test"),
                          label_format="one_based", source=str(cache))
+
+
+def _save(path, arrays):
+  with open(path, "wb") as f:  # a file object: np.savez would append .npz to the name
+    np.savez(f, **arrays)
+
+
+def _read_cache(cache, c):
+  """The arrays of `cache`, or None when there is none or it fails to read (a truncated or
+  damaged file: then it is made again, with a warning naming it)."""
+  if not cache.exists():
+    return None
+  sizes = {"train": c.num_train, "test": c.num_test}
+  try:
+    with np.load(cache) as f:
+      arrays = {k: f[k] for k in f.files}  # reads every array in full
+    for split, n in sizes.items():
+      if any(len(arrays[f"{split}_{field}"]) != n for field in ("images", "labels", "landmarks")):
+        raise ValueError(f"the {split} split does not hold {n} examples")
+  except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as e:
+    logging.warning("The synthetic dataset's cache %s cannot be read (%s: %s); making it again",
+                    cache, type(e).__name__, str(e)[:200])
+    return None
+  return arrays
 
 
 def _write_faces(task):
