@@ -57,6 +57,18 @@ class WorkdirBusy(cli.UsageError):
   """Another process holds the workdir's lock."""
 
 
+def hold(path):
+  """An exclusive flock on the file `path` (created if missing): its open descriptor, which
+  holds the lock until closed or until the process ends; None when another process holds it."""
+  fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+  try:
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+  except BlockingIOError:
+    os.close(fd)
+    return None
+  return fd
+
+
 class WorkdirLock:
   """An exclusive OS lock (flock) on `<workdir>/run.lock`, held by process 0 for the life of a
   run. The kernel releases it when the process ends, however it ends, so a killed run never
@@ -78,12 +90,9 @@ class WorkdirLock:
     the same points (on several hosts it is a collective)."""
     holder = None
     if jax.process_index() == 0 and not self.held and self.path.parent.is_dir():
-      fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-      try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-      except BlockingIOError:
-        holder = os.read(fd, 4096).decode(errors="replace").strip() or "a process starting now"
-        os.close(fd)
+      fd = hold(self.path)
+      if fd is None:
+        holder = self.path.read_text(errors="replace").strip() or "a process starting now"
       else:
         self._fd = fd
         started = datetime.datetime.now().astimezone().isoformat(timespec="seconds")

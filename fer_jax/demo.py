@@ -9,14 +9,13 @@ Then open http://127.0.0.1:7860 and upload a photo, paste one, or take one with 
 only unless --host says otherwise (--host 0.0.0.0: every network interface), and makes no public
 link unless --share asks Gradio for one (anyone with the link can use the demo). Uploads are
 kept in a temporary folder, printed at start, that is deleted when the demo stops (Ctrl-C).
-The library behind it is fer_jax/demo_page.py.
+The library behind it is fer_jax/deploy/demo_page.py.
 """
-
-import signal
 
 from absl import flags
 
-from fer_jax import cli, demo_page, inference
+from fer_jax import cli, inference
+from fer_jax.deploy import demo_page
 
 
 def main(argv):
@@ -37,14 +36,8 @@ def main(argv):
     print(f"demo of {f.checkpoint} at {url} (Ctrl-C stops it); uploads in {folder}, deleted "
           "when it stops", flush=True)
 
-  # A service manager's stop (SIGTERM) cleans up as Ctrl-C does.
-  signal.signal(signal.SIGTERM, _stop)
   demo_page.serve(model, variables, meta, f.checkpoint, host=f.host, port=f.port, share=f.share,
                   min_face_size=f.min_face_size, ready=ready)
-
-
-def _stop(signum, frame):
-  raise KeyboardInterrupt(signal.Signals(signum).name)
 
 
 if __name__ == "__main__":

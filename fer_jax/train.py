@@ -148,7 +148,11 @@ def create_state(config, model, tx, method, num_train, rng, replicated, class_na
 
 
 def _check_config(workdir, config):
-  """On resume, refuses a changed config (it would silently mix runs); writes nothing."""
+  """On resume, refuses a changed config (it would silently mix runs); writes nothing.
+
+  Returns:
+    The workdir's config.json as a dict, or {} for a new run.
+  """
   path = pathlib.Path(workdir) / "config.json"
   new = json.loads(config.to_json_best_effort())
   if path.exists():
@@ -163,6 +167,8 @@ def _check_config(workdir, config):
         f"{path}: this workdir holds a run with a different config (fields {changed}); "
         "use a new --workdir, or the same config to resume"
       )
+    return json.loads(path.read_text())
+  return {}
 
 
 def _write_config(workdir, config):
@@ -222,7 +228,7 @@ def train_and_evaluate(config, workdir):
 
 
 def _train_and_evaluate(config, workdir, lock):
-  _check_config(workdir, config)
+  saved = _check_config(workdir, config)
   logging.info("Compute dtype %s (parameters, optimiser state and BatchNorm statistics "
                "float32)", resnet.compute_dtype(config.dtype))
   n_dev, n_proc = jax.device_count(), jax.process_count()
@@ -261,6 +267,7 @@ def _train_and_evaluate(config, workdir, lock):
   model = method.build_model(config)
   num_train = len(dataset.train)
   steps_per_epoch = schedule.epoch_steps(config, num_train)
+  _check_progressive_resume(workdir, config, saved, steps_per_epoch)
   total_steps = steps_per_epoch * config.num_epochs
   tx, lr_fns = optim.make(config.optimizer, steps_per_epoch, total_steps)
   # Made by a jitted function so the keys are global arrays (every host saves and restores them).
@@ -372,6 +379,25 @@ def _train_and_evaluate(config, workdir, lock):
   writer.close()
   ckpt.close()
   return _finish(workdir, config, dataset, noise_report, state, meta)
+
+
+def _check_progressive_resume(workdir, config, saved, steps_per_epoch):
+  """Refuses a changed num_epochs on a resume inside an epoch under the progressive sampler:
+  each epoch's class mix depends on the epoch count, so the rest of the epoch would be drawn
+  from another mix than its first part. At an epoch end (a finished run included) the change
+  applies from the next epoch on, exactly as a run started with it would draw that epoch."""
+  before = saved.get("num_epochs", config.num_epochs)
+  if config.input.get("sampler") != "progressive" or before == config.num_epochs:
+    return
+  steps = [int(p.name) for p in (workdir / "checkpoints").glob("*") if p.name.isdigit()]
+  step = max(steps, default=0)
+  if step % steps_per_epoch:
+    raise cli.UsageError(
+      f"config.num_epochs={config.num_epochs}: this run stopped inside epoch "
+      f"{step // steps_per_epoch + 1} (step {step}) of config.num_epochs={before}, and "
+      "config.input.sampler='progressive' mixes each epoch's classes by the epoch count, so "
+      f"the rest of that epoch would change; resume with --config.num_epochs={before} (to its "
+      "end), then change num_epochs")
 
 
 class _NonFinite(Exception):

@@ -220,3 +220,20 @@ def test_a_run_holds_its_workdir_for_its_life_only(tmp_path, monkeypatch):
   assert seen == [True]
   with checkpoint.WorkdirLock(tmp_path / "run") as lock:
     lock.acquire()  # released on the way out
+
+
+def test_a_changed_epoch_count_is_refused_inside_a_progressive_epoch_only(tmp_path):
+  from configs import lanet  # noqa: PLC0415
+
+  config = lanet.get_config("synthetic,runlocal=true")
+  saved = {"num_epochs": config.num_epochs}
+  config.num_epochs += 1
+  (tmp_path / "checkpoints/24").mkdir(parents=True)  # the end of epoch 2 (12 steps each)
+  train._check_progressive_resume(tmp_path, config, saved, 12)  # applies from epoch 3 on
+  (tmp_path / "checkpoints/30").mkdir()
+  with pytest.raises(cli.UsageError, match=r"config.num_epochs=3: this run stopped inside epoch "
+                                           r"3 \(step 30\) of config.num_epochs=2.*resume with "
+                                           r"--config.num_epochs=2"):
+    train._check_progressive_resume(tmp_path, config, saved, 12)
+  config.input.sampler = "shuffle"  # each epoch's draw does not depend on the count
+  train._check_progressive_resume(tmp_path, config, saved, 12)
