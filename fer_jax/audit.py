@@ -21,7 +21,7 @@ known flips: the precision of the top-K ranking, K = the number of flips, which 
 recall; the ROC AUC of the score; how often the suggestion is the clean label).
 `--relabel_top K --labels_out FILE` writes the training labels in the dataset's own label-file
 format with the K most suspicious labels replaced by the suggestion. The library behind it is
-fer_jax/label_audit.py.
+fer_jax/analysis/label_audit.py.
 """
 
 import csv
@@ -30,7 +30,10 @@ import pathlib
 
 from absl import flags
 
-from fer_jax import cli, label_audit, label_noise, workdirs
+from fer_jax import cli
+from fer_jax.analysis import label_audit
+from fer_jax.data import label_noise
+from fer_jax.experiments import workdirs
 
 
 def main(argv):

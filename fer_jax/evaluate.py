@@ -10,7 +10,7 @@ a model directory (then `--config` names the dataset). Labels are the dataset's 
 labels on every split, in the model's class order. Writes to --out (default
 <checkpoint>/eval_<split>; an existing directory is never overwritten): metrics.json,
 confusion.csv, confusion_matrix.png, reliability.png. The library behind it is
-fer_jax/evaluation.py.
+fer_jax/analysis/evaluation.py.
 """
 
 import pathlib
@@ -18,8 +18,10 @@ import pathlib
 from absl import flags
 from ml_collections import config_flags
 
-from fer_jax import cli, evaluation, inference, workdirs
+from fer_jax import cli, inference
+from fer_jax.analysis import evaluation
 from fer_jax.data import sources
+from fer_jax.experiments import workdirs
 
 
 def load_config(checkpoint, config):

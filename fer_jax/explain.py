@@ -14,7 +14,7 @@ reads a learned projection of the whole map) have CAMs.
 eval resize), and gets its own row, titled `<image> face <k>` (0 the largest), in the one figure;
 --max_images then counts faces. --min_face_size and --score_threshold are the detector's.
 
-The library behind it is fer_jax/cams.py (and fer_jax/inference.py's align_faces).
+The library behind it is fer_jax/inference/cams.py (and `inference.face_crops`).
 """
 
 import pathlib
@@ -22,7 +22,8 @@ import pathlib
 import numpy as np
 from absl import flags
 
-from fer_jax import cams, cli, inference, media
+from fer_jax import cli, inference
+from fer_jax.inference import cams
 
 
 def main(argv):
@@ -48,27 +49,12 @@ def main(argv):
   print(f"wrote {out}: {len(paths)} images")
 
 
-def face_crops(paths, limit, min_face_size=20, score_threshold=0.9):
-  """(names `<image> face <k>`, aligned crops, images without a face) of the faces of the
-  photos `paths`, at most `limit` faces."""
-  names, crops, empty = [], [], []
-  for path in paths:
-    if len(crops) >= limit:
-      break
-    found = inference.align_faces(media.read_photo(path), min_face_size, score_threshold)
-    empty += [path] if not found else []
-    for k, (_, crop) in enumerate(found[: limit - len(crops)]):
-      names.append(f"{pathlib.Path(path).name} face {k}")
-      crops.append(crop)
-  return names, crops, empty
-
-
 def _explain_faces(f, inputs, out):
   if f.min_face_size < 1:
     raise cli.UsageError(f"--min_face_size={f.min_face_size}: expected a positive size (px)")
   paths = inference.list_images(inputs)
   model, variables, meta = inference.load_model(f.checkpoint)
-  names, crops, empty = face_crops(paths, f.max_images, f.min_face_size, f.score_threshold)
+  names, crops, empty = inference.face_crops(paths, f.max_images, f.min_face_size, f.score_threshold)
   if not crops:
     raise cli.UsageError(f"no face found in {len(paths)} images ({', '.join(map(str, inputs))}); "
                          "a smaller --min_face_size or --score_threshold finds more")

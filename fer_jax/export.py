@@ -27,14 +27,15 @@ output order, input layout, mean/std (applied inside the model) and the face cro
     meta = json.load(open("ncct_syn30.onnx.json"))
     probs = session.run(None, {"images": images_uint8})[0]   # (N, len(meta["class_names"]))
 
-The library behind it is fer_jax/stablehlo.py and fer_jax/onnx_export.py.
+The library behind it is fer_jax/deploy/stablehlo.py and fer_jax/deploy/onnx_export.py.
 """
 
 import pathlib
 
 from absl import flags
 
-from fer_jax import cli, inference, stablehlo
+from fer_jax import cli, inference
+from fer_jax.deploy import stablehlo
 
 DEFAULT_OUT = {"stablehlo": "model.jaxexport", "onnx": "model.onnx"}
 
@@ -46,7 +47,7 @@ def _stablehlo(f, out):
 
 
 def _onnx(f, out):
-  from fer_jax import onnx_export  # imports nothing optional until used
+  from fer_jax.deploy import onnx_export  # imports nothing optional until used
 
   onnx_export.require()  # before loading the model: name the extra at once
   model, variables, meta = inference.load_model(f.checkpoint)

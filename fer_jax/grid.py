@@ -19,14 +19,15 @@ summary.json exists is skipped; an interrupted one resumes from its checkpoints.
 is appended to <root>/commands.sh as it starts. At the end <root> holds results.md and
 results.csv (mean ± std over seeds of final, best and mean-of-last-5 accuracy, with the
 commands), accuracy_vs_noise.png (when the grid has several noise rates) and curves.png
-(test accuracy per epoch of every run). The library behind it is fer_jax/grid_runs.py.
+(test accuracy per epoch of every run). The library behind it is fer_jax/experiments/grid_runs.py.
 """
 
 import pathlib
 
 from absl import flags
 
-from fer_jax import cli, grid_runs
+from fer_jax import cli
+from fer_jax.experiments import grid_runs
 
 
 def main(argv):

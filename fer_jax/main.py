@@ -52,7 +52,7 @@ def check_config(config):
   is loaded (minutes for a first preparation) or as a bare import error."""
   cli.check_method(config.method)
   cli.check_dataset(config.dataset.name)
-  from fer_jax import label_noise  # noqa: PLC0415 (after the flags: it imports TFDS)
+  from fer_jax.data import label_noise  # noqa: PLC0415 (after the flags: it imports TFDS)
 
   label_noise.check_config(config.noise)
   if config.init_from:

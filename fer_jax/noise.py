@@ -1,5 +1,5 @@
 r"""Writes noisy training labels in the dataset's own label-file format: the label-noise
-protocols of fer_jax/label_noise.py (kinds, seeds and LA-Net's draws are described there).
+protocols of fer_jax/data/label_noise.py (kinds, seeds and LA-Net's draws are described there).
 
   python -m fer_jax.noise --dataset raf_db --data_dir DIR --kind symmetric --rate 0.3 \
     --seed 0 --out noise03.txt [--order lanet]
@@ -15,8 +15,8 @@ import pathlib
 import ml_collections
 from absl import flags
 
-from fer_jax import cli, label_noise
-from fer_jax.data import sources
+from fer_jax import cli
+from fer_jax.data import label_noise, sources
 
 
 def main(argv):

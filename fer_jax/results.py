@@ -5,14 +5,15 @@ r"""Mean ± std over seeds of finished runs, as the papers report them, in Markd
 Reads each run's config.json and summary.json, groups runs by (method, dataset, noise kind,
 noise rate) and prints, per group: the number of seeds, final accuracy, best accuracy (the max
 over epochs, NCCTFER/LA-Net's metric) and the mean of the last 5 epochs (EAC/SCN's metric), each
-as mean ± std (population std over seeds), in %. The library behind it is fer_jax/workdirs.py.
+as mean ± std (population std over seeds), in %. The library behind it is fer_jax/experiments/workdirs.py.
 """
 
 import pathlib
 
 from absl import flags
 
-from fer_jax import cli, workdirs
+from fer_jax import cli
+from fer_jax.experiments import workdirs
 
 
 def main(argv):

@@ -1,4 +1,4 @@
-r"""Face detection + alignment throughput on the CPU (fer_jax/faces.py): images/s for scenes
+r"""Face detection + alignment throughput on the CPU (fer_jax/inference/faces.py): images/s for scenes
 made of scikit-image's astronaut portrait, one markdown row per scene size.
 
   python scripts/benchmark_faces.py [--sizes 512,1024] [--faces 1,4] [--repeats 10] \
@@ -25,7 +25,7 @@ from PIL import Image
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
-from fer_jax import faces
+from fer_jax.inference import faces
 from scripts import machine  # noqa: E402
 
 flags.DEFINE_list("sizes", ["512", "1024"], "Scene sides in pixels.")

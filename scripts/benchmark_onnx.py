@@ -1,4 +1,4 @@
-r"""Latency on the CPU of a model exported as ONNX (fer_jax/onnx_export.py, run by onnxruntime)
+r"""Latency on the CPU of a model exported as ONNX (fer_jax/deploy/onnx_export.py, run by onnxruntime)
 beside the same model in JAX (jit of inference.probability_fn): one markdown row per batch and
 image size, for a randomly initialised ResNet-18 (the weights do not change the time).
 
@@ -23,7 +23,8 @@ from absl import app, flags
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
-from fer_jax import inference, onnx_export
+from fer_jax import inference
+from fer_jax.deploy import onnx_export
 from fer_jax.models import resnet
 from scripts import machine  # noqa: E402
 

@@ -22,8 +22,8 @@ from absl import app, flags
 sys.path.insert(0, ".")  # run from the repository root: configs/ is not a package on the path
 
 from configs import eac as eac_config  # noqa: E402
-from fer_jax import label_noise, optim, schedule, train  # noqa: E402
-from fer_jax.data import device_ops, pipeline, sources  # noqa: E402
+from fer_jax import optim, schedule, train  # noqa: E402
+from fer_jax.data import device_ops, label_noise, pipeline, sources  # noqa: E402
 from fer_jax.methods import eac  # noqa: E402
 from fer_jax.models import weights  # noqa: E402
 

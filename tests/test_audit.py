@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from fer_jax import label_audit, label_noise
+from fer_jax.analysis import label_audit
+from fer_jax.data import label_noise
 
 
 def test_roc_auc_and_scores_by_hand():

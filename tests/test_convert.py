@@ -8,9 +8,14 @@ torch = pytest.importorskip("torch")
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
-from fer_jax import convert, inference, torch_files  # noqa: E402
+from fer_jax import inference  # noqa: E402
 from fer_jax.data import pipeline  # noqa: E402
-from fer_jax.models import resnet, weights  # noqa: E402
+from fer_jax.models import (  # noqa: E402
+  resnet,
+  torch_convert,  # noqa: E402
+  torch_files,
+  weights,
+)
 from tests import torch_resnet  # noqa: E402
 
 
@@ -26,7 +31,7 @@ def test_trained_fer_model_gives_pytorch_logits(tmp_path, arch, size):
   ref = torch_resnet.make(arch, 7)
   src = tmp_path / "fer.pth"
   torch.save({"state_dict": {f"module.{k}": v for k, v in ref.state_dict().items()}}, src)
-  meta = convert.convert(str(src), tmp_path / "out")
+  meta = torch_convert.convert(str(src), tmp_path / "out")
   assert meta["arch"] == arch and meta["has_head"]
   x = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(1))
   with torch.no_grad():
@@ -39,7 +44,7 @@ def test_msceleb_format_keeps_backbone_drops_1000_way_fc(tmp_path):
   ref = torch_resnet.make("resnet18", 1000, width=16)
   src = tmp_path / "resnet18_msceleb.pth"
   torch.save({"epoch": 10, "state_dict": ref.state_dict()}, src)
-  meta = convert.convert(str(src), tmp_path / "out")
+  meta = torch_convert.convert(str(src), tmp_path / "out")
   assert not meta["has_head"] and meta["width"] == 16
   variables, _ = weights.load(tmp_path / "out")
   assert "head" not in variables["params"]
@@ -67,7 +72,7 @@ def test_bare_state_dict_and_torch_free_reader_agree(tmp_path):
   for k, v in ref.state_dict().items():
     np.testing.assert_array_equal(loaded[k], v.numpy())
   names = [f"c{i}" for i in range(8)]
-  meta = convert.convert(str(src), tmp_path / "out", class_names=names, image_size=112,
+  meta = torch_convert.convert(str(src), tmp_path / "out", class_names=names, image_size=112,
                          mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
   assert meta["has_head"] and meta["class_names"] == names and meta["image_size"] == 112
 
@@ -77,24 +82,24 @@ def test_missing_and_misshaped_keys_fail_loudly(tmp_path):
   missing = {k: v for k, v in sd.items() if not k.startswith("layer3.1.bn2")}
   torch.save(missing, tmp_path / "missing.pth")
   with pytest.raises(ValueError, match=r"(?s)missing\.pth: does not fit.*missing params/backbone/layer3_1/bn2/scale"):
-    convert.convert(str(tmp_path / "missing.pth"), tmp_path / "a")
+    torch_convert.convert(str(tmp_path / "missing.pth"), tmp_path / "a")
   bad = dict(sd, **{"layer1.0.conv1.weight": torch.zeros(8, 8, 1, 1)})
   torch.save(bad, tmp_path / "bad.pth")
   with pytest.raises(ValueError, match="layer1_0/conv1/kernel: shape"):
-    convert.convert(str(tmp_path / "bad.pth"), tmp_path / "b")
+    torch_convert.convert(str(tmp_path / "bad.pth"), tmp_path / "b")
   stray = dict(sd, **{"projection.weight": torch.zeros(4, 4)})
   torch.save(stray, tmp_path / "stray.pth")
   with pytest.raises(ValueError, match="projection.weight"):
-    convert.convert(str(tmp_path / "stray.pth"), tmp_path / "c")
+    torch_convert.convert(str(tmp_path / "stray.pth"), tmp_path / "c")
   assert not any((tmp_path / d).exists() for d in "abc")
 
 
 def test_existing_model_directory_is_not_overwritten(tmp_path):
   torch.save(torch_resnet.make("resnet18", 7, width=8).state_dict(), tmp_path / "m.pth")
-  convert.convert(str(tmp_path / "m.pth"), tmp_path / "out")
+  torch_convert.convert(str(tmp_path / "m.pth"), tmp_path / "out")
   before = (tmp_path / "out" / weights.VARIABLES).read_bytes()
   with pytest.raises(FileExistsError, match="already holds a model"):
-    convert.convert(str(tmp_path / "m.pth"), tmp_path / "out")
+    torch_convert.convert(str(tmp_path / "m.pth"), tmp_path / "out")
   assert (tmp_path / "out" / weights.VARIABLES).read_bytes() == before
 
 
@@ -104,7 +109,7 @@ def test_init_from_loads_converted_backbone_into_training_state(tmp_path):
 
   torch.save({"state_dict": torch_resnet.make("resnet18", 1000, width=8).state_dict()},
              tmp_path / "msceleb.pth")
-  convert.convert(str(tmp_path / "msceleb.pth"), tmp_path / "w")
+  torch_convert.convert(str(tmp_path / "msceleb.pth"), tmp_path / "w")
   config = baseline.get_config("runlocal=true")
   config.init_from = str(tmp_path / "w")
   method = train.get_method(config)
@@ -131,7 +136,7 @@ def test_vggface2_pickle_gives_the_caffe_resnet50(tmp_path):
   with open(src, "wb") as f:
     pickle.dump({k: v.numpy() for k, v in ref.state_dict().items()
                  if not k.endswith("num_batches_tracked")}, f, protocol=2)
-  meta = convert.convert(str(src), tmp_path / "out")
+  meta = torch_convert.convert(str(src), tmp_path / "out")
   assert meta["arch"] == "resnet50_caffe" and not meta["has_head"]
   variables, _ = weights.load(tmp_path / "out")
   # 66 px: odd maps after the stem (33), where ceil-mode pooling and padding 1 disagree.
@@ -160,7 +165,7 @@ def test_res18_naive_format_drops_the_dream_feature_layer(tmp_path):
            "fc.weight": torch.zeros(1000, 256), "fc.bias": torch.zeros(1000)}
   src = tmp_path / "res18_naive.pth_MSceleb.tar"
   torch.save({"state_dict": {f"module.{k}": v for k, v in {**backbone, **extra}.items()}}, src)
-  meta = convert.convert(str(src), tmp_path / "out")
+  meta = torch_convert.convert(str(src), tmp_path / "out")
   assert meta["arch"] == "resnet18" and not meta["has_head"]
   variables, _ = weights.load(tmp_path / "out")
   np.testing.assert_array_equal(variables["params"]["backbone"]["conv1"]["kernel"],

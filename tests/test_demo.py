@@ -1,4 +1,4 @@
-"""The expression demo (fer_jax/demo.py, fer_jax/demo_page.py): its page logic on a photo of two
+"""The expression demo (fer_jax/demo.py, fer_jax/deploy/demo_page.py): its page logic on a photo of two
 faces (scikit-image's public-domain astronaut beside its mirror image), its one-line errors, and
 the page itself in headless Chromium driven by Playwright: upload the photo, then read the faces,
 bars and CAMs the browser shows. The model is a freshly initialised tiny classifier: its
@@ -27,7 +27,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fer_jax import cli, demo_page, expressions, inference
+from fer_jax import cli, expressions, inference
+from fer_jax.deploy import demo_page
 from fer_jax.models import resnet, weights
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]

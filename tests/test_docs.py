@@ -100,13 +100,16 @@ def _resolves(name):
   defined = {n.name for n in tree.body if isinstance(n, (ast.FunctionDef, ast.ClassDef))}
   defined |= {t.id for n in tree.body if isinstance(n, ast.Assign) for t in n.targets
               if isinstance(t, ast.Name)}
+  # A package's __init__ that re-exports names from its modules (fer_jax.inference).
+  defined |= {alias.asname or alias.name for n in tree.body if isinstance(n, ast.ImportFrom)
+              for alias in n.names}
   return attribute in defined
 
 
 @functools.cache
 def _defined_flags(source):
   """Flag names a command's source defines (absl DEFINE_* or argparse add_argument), with those
-  of the fer_jax modules it imports (e.g. `python -m fer_jax.faces` defines faces_cli's)."""
+  of the fer_jax modules it imports (e.g. `python -m fer_jax.faces` defines its own)."""
   text = source.read_text()
   names = set(re.findall(r"DEFINE_\w+\(\s*[\"'](\w+)[\"']", text))
   for group in re.findall(r"^\s*from fer_jax import ([\w, ]+)$", text, re.M):

@@ -112,8 +112,8 @@ def test_one_step_matches_pytorch():
   updated weights show the gradients (Adam's first step is lr * sign(g), which float noise
   flips where g ~ 0; the Adam update itself is tested in test_models_configs_optim.py)."""
   torch = pytest.importorskip("torch")
-  from fer_jax import convert
   from fer_jax.data import pipeline
+  from fer_jax.models import torch_convert
   from tests import steps, torch_resnet
 
   ref = torch_resnet.make("resnet18", 7, width=8).train()
@@ -133,7 +133,8 @@ def test_one_step_matches_pytorch():
     return logits, maps
 
   before = {k: v.clone() for k, v in ref.state_dict().items()}  # numpy views would follow torch
-  variables, _ = convert.torch_to_flax(convert.find_state_dict(before, "ref"), 7, "ref")
+  variables, _ = torch_convert.torch_to_flax(
+    torch_convert.find_state_dict(before, "ref"), 7, "ref")
   opt = torch.optim.SGD(ref.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
   xt = torch.tensor(x.transpose(0, 3, 1, 2))
   logits1, maps1 = forward(xt)
@@ -151,7 +152,8 @@ def test_one_step_matches_pytorch():
   assert float(metrics["ce"]) == pytest.approx(ce, rel=1e-4)
   assert float(metrics["attention_consistency"]) == pytest.approx(ac, rel=1e-3)
   assert float(metrics["loss"]) == pytest.approx(ce + 5 * ac, rel=1e-4)
-  expected, _ = convert.torch_to_flax(convert.find_state_dict(ref.state_dict(), "ref"), 7, "ref")
+  expected, _ = torch_convert.torch_to_flax(
+    torch_convert.find_state_dict(ref.state_dict(), "ref"), 7, "ref")
   for path in (("head", "kernel"), ("backbone", "conv1", "kernel"),
                ("backbone", "layer4_1", "conv2", "kernel")):
     got = functools.reduce(lambda t, k: t[k], path, new.params)

@@ -5,8 +5,10 @@ import json
 import numpy as np
 import pytest
 
-from fer_jax import evaluation, inference, workdirs
+from fer_jax import inference
+from fer_jax.analysis import evaluation
 from fer_jax.data import sources
+from fer_jax.experiments import workdirs
 
 
 def test_expected_calibration_error_by_hand():

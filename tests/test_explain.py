@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fer_jax import cams, inference
+from fer_jax import inference
+from fer_jax.inference import cams
 from fer_jax.models import resnet, weights
 
 

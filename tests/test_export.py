@@ -9,7 +9,8 @@ import jax
 import numpy as np
 import pytest
 
-from fer_jax import inference, stablehlo
+from fer_jax import inference
+from fer_jax.deploy import stablehlo
 from tests.test_explain import _model_dir
 
 

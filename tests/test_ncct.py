@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from configs import ncct as ncct_config
-from fer_jax import expressions, label_noise, train
-from fer_jax.data import sources
+from fer_jax import expressions, train
+from fer_jax.data import label_noise, sources
 from fer_jax.methods import ncct
 
 TOY_PROBS = jnp.array([[.9, .05, .05], [.3, .6, .1], [.2, .7, .1], [.5, .2, .3]])
@@ -163,8 +163,8 @@ def test_one_robust_step_matches_pytorch():
   import functools
 
   torch = pytest.importorskip("torch")
-  from fer_jax import convert
   from fer_jax.data import pipeline
+  from fer_jax.models import torch_convert
   from tests import steps, torch_resnet
 
   ref = torch_resnet.make("resnet18", 7, width=8).train()
@@ -175,7 +175,8 @@ def test_one_robust_step_matches_pytorch():
   strong = np.random.default_rng(1).normal(size=(8, 32, 32, 3)).astype(np.float32)
   labels = np.array([0, 1, 2, 3, 4, 5, 6, 0], np.int32)
   before = {k: v.clone() for k, v in ref.state_dict().items()}
-  variables, _ = convert.torch_to_flax(convert.find_state_dict(before, "ref"), 7, "ref")
+  variables, _ = torch_convert.torch_to_flax(
+    torch_convert.find_state_dict(before, "ref"), 7, "ref")
   variables["params"]["negative_head"] = {"kernel": negative.weight.detach().numpy().T.copy(),
                                           "bias": negative.bias.detach().numpy().copy()}
   params = [*ref.parameters(), *negative.parameters()]
@@ -220,7 +221,8 @@ def test_one_robust_step_matches_pytorch():
   assert float(metrics["loss"]) == pytest.approx(loss.item(), rel=1e-4)
   assert float(metrics["negative_loss"]) == pytest.approx(consistency.item(), rel=1e-4)
   after = {k: v.clone() for k, v in ref.state_dict().items()}
-  expected, _ = convert.torch_to_flax(convert.find_state_dict(after, "ref"), 7, "ref")
+  expected, _ = torch_convert.torch_to_flax(
+    torch_convert.find_state_dict(after, "ref"), 7, "ref")
   expected["params"]["negative_head"] = {"kernel": negative.weight.detach().numpy().T}
 
   def update(tree, *path):  # the SGD step each side took: -lr * gradient

@@ -10,8 +10,8 @@ import ml_collections
 import numpy as np
 import pytest
 
-from fer_jax import cli, expressions, label_noise
-from fer_jax.data import prepared, sources
+from fer_jax import cli, expressions
+from fer_jax.data import label_noise, prepared, sources
 from tests.test_datasets import make_raf, raf_config
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]

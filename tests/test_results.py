@@ -5,7 +5,7 @@ import pathlib
 import subprocess
 import sys
 
-from fer_jax import workdirs
+from fer_jax.experiments import workdirs
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 

@@ -12,8 +12,8 @@ import zipfile
 import numpy as np
 import pytest
 
-from fer_jax import convert, safe_pickle, torch_files
 from fer_jax.data import landmark_files
+from fer_jax.models import safe_pickle, torch_convert, torch_files
 
 _LEGACY_HEADER = b"".join(pickle.dumps(v, 2) for v in (
   0x1950A86A20F9469CFC6C, 1001,
@@ -76,11 +76,11 @@ def _write_torch_zip(path, data_pkl):
 
 # Each: (path stem, pickle bytes) -> (file written, function that reads it as fer_jax does).
 LAYOUTS = {
-  "vggface2 .pkl": lambda d, b: (_write(d / "resnet50_ft_weight.pkl", b), convert.read_checkpoint),
+  "vggface2 .pkl": lambda d, b: (_write(d / "resnet50_ft_weight.pkl", b), torch_convert.read_checkpoint),
   "torch zip": lambda d, b: (_write_zip(d / "weights.pth", b), torch_files.load),
   "legacy torch": lambda d, b: (
     _write(d / "res18_naive.pth_MSceleb.tar", _LEGACY_HEADER + b + pickle.dumps([], 2)),
-    convert.read_checkpoint),
+    torch_convert.read_checkpoint),
   "landmark .tensor": lambda d, b: (
     _write_zip(d / "raf_train_19_landmarks.tensor", b), lambda p: landmark_files.load(p, 4)),
 }
@@ -127,7 +127,7 @@ def test_convert_refuses_a_hostile_checkpoint_and_writes_nothing(tmp_path):
   marker = tmp_path / "payload_ran"
   src = _write(tmp_path / "resnet50_ft_weight.pkl", PAYLOADS["builtins.exec"](marker)[0])
   with pytest.raises(ValueError, match=r"resnet50_ft_weight\.pkl: refused.*builtins\.exec"):
-    convert.convert(str(src), tmp_path / "out")
+    torch_convert.convert(str(src), tmp_path / "out")
   assert not marker.exists() and not (tmp_path / "out").exists()
 
 
@@ -190,7 +190,7 @@ def test_python2_vggface2_pickle_loads(tmp_path):
             "fc.bias": rng.normal(size=10).astype(np.float64)}
   data = (b"\x80\x02}(" + b"".join(_py2_str(k.encode()) + _py2_array(v) for k, v in arrays.items())
           + b"u.")
-  loaded = convert.read_checkpoint(str(_write(tmp_path / "resnet50_ft_weight.pkl", data)))
+  loaded = torch_convert.read_checkpoint(str(_write(tmp_path / "resnet50_ft_weight.pkl", data)))
   assert loaded.keys() == arrays.keys()
   for k, v in arrays.items():
     assert loaded[k].dtype == v.dtype
@@ -238,7 +238,7 @@ def test_msceleb_tar_checkpoint_with_nested_state_dict_loads(tmp_path, zip_forma
   src = tmp_path / "res18_naive.pth_MSceleb.tar"
   torch.save({"state_dict": {f"module.{k}": v for k, v in state_dict.items()}}, src,
              _use_new_zipfile_serialization=zip_format)
-  found = convert.find_state_dict(convert.read_checkpoint(str(src)), src)
+  found = torch_convert.find_state_dict(torch_convert.read_checkpoint(str(src)), src)
   _assert_same(found, {k: v for k, v in state_dict.items()
                        if not k.endswith("num_batches_tracked")})
 
@@ -253,7 +253,7 @@ def test_vggface2_style_protocol_2_pickle_loads(tmp_path):
   with open(src, "wb") as f:
     pickle.dump({k: v.numpy() for k, v in state_dict.items()} | {"meta": (np.float64(2.5), b"")},
                 f, protocol=2)
-  loaded = convert.read_checkpoint(str(src))
+  loaded = torch_convert.read_checkpoint(str(src))
   assert loaded.pop("meta") == (2.5, b"")
   _assert_same(loaded, state_dict)
 
@@ -275,5 +275,5 @@ def test_hostile_object_inside_a_real_torch_save_is_refused(tmp_path):
                              "fc.bias": _Call(subprocess.check_output, ["touch", str(marker)])}},
              src)
   with pytest.raises(ValueError, match=r"resnet18_msceleb\.pth: refused.*subprocess\.check_output"):
-    convert.convert(str(src), tmp_path / "out")
+    torch_convert.convert(str(src), tmp_path / "out")
   assert not marker.exists() and not (tmp_path / "out").exists()

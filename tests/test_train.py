@@ -14,8 +14,9 @@ import numpy as np
 import pytest
 
 from configs import baseline
-from fer_jax import inference, predict, train
+from fer_jax import inference, train
 from fer_jax.data import augment, device_ops, pipeline, sources
+from fer_jax.inference import outputs
 from tests import steps
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -126,12 +127,12 @@ def test_predict_matches_training_eval_and_refuses_bad_input(trained_run, tmp_pa
   np.testing.assert_allclose(probs, jax.nn.softmax(logits, -1), atol=1e-5)
   preds = probs.argmax(1)
   out = tmp_path / "preds.csv"
-  predict.write_csv(out, paths, probs, meta["class_names"])
+  outputs.write_csv(out, paths, probs, meta["class_names"])
   header, *rows = [line.split(",") for line in out.read_text().splitlines()]
   assert header == ["path", *meta["class_names"], "predicted"] and len(rows) == 20
   assert rows[0][-1] == meta["class_names"][preds[0]]
   with pytest.raises(FileExistsError):
-    predict.write_csv(out, paths, probs, meta["class_names"])
+    outputs.write_csv(out, paths, probs, meta["class_names"])
   (tmp_path / "broken.jpg").write_bytes(b"not a jpeg")
   with pytest.raises(ValueError, match="broken.jpg: unreadable image"):
     inference.predict(model, variables, meta, [tmp_path / "broken.jpg"])

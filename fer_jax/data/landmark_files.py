@@ -3,8 +3,8 @@
 Every landmark array here is (N, 19, 2) float32, (x, y) pixels in the AFLW-19 order of
 ../shared/specs/lanet.md §6 (brows, eyes, nose, mouth, chin; image-left first in each group).
 - `read_torch_tensor`: a `torch.save` file such as LA-Net's
-  `Model_Data/raf_train_19_landmarks.tensor`, read without torch (fer_jax/torch_files.py) and
-  through the allow-list of fer_jax/safe_pickle.py, so a hostile file is refused, never run.
+  `Model_Data/raf_train_19_landmarks.tensor`, read without torch (fer_jax/models/torch_files.py) and
+  through the allow-list of fer_jax/models/safe_pickle.py, so a hostile file is refused, never run.
 - `aflw19_from_68`: the 68 iBUG/300-W points (AffectNet's CSV, dlib) mapped to the 19.
 - `attach`: a split whose records carry `landmarks`, checked against its size.
 """
@@ -15,7 +15,8 @@ import zipfile
 
 import numpy as np
 
-from fer_jax import cli, safe_pickle, torch_files
+from fer_jax import cli
+from fer_jax.models import safe_pickle, torch_files
 
 NUM_POINTS = 19
 # For each AFLW-19 point, the 68-point indices it is (the mean of): lanet.md §6 option (b).

@@ -7,7 +7,7 @@ says little or big endian; little when absent). The legacy format (before torch 
 protocol version, system info, the object tree, the sorted storage keys; then each storage
 follows as an int64 element count and its raw little-endian elements.
 
-Every pickle is read through fer_jax/safe_pickle.py's allow-list: a file whose pickles name
+Every pickle is read through fer_jax/models/safe_pickle.py's allow-list: a file whose pickles name
 anything but tensors, storages, numpy arrays and containers is refused before any of it runs.
 """
 
@@ -16,7 +16,8 @@ import zipfile
 
 import numpy as np
 
-from fer_jax import cli, safe_pickle
+from fer_jax import cli
+from fer_jax.models import safe_pickle
 
 _LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
 _LEGACY_PROTOCOL = 1001

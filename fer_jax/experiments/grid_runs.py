@@ -17,7 +17,8 @@ import sys
 import numpy as np
 from absl import logging
 
-from fer_jax import cli, workdirs
+from fer_jax import cli
+from fer_jax.experiments import workdirs
 
 
 def load_spec(path_and_arg):

@@ -13,7 +13,7 @@ with its mean/std (inside `probability_fn`).
   for face, probs, crop in predictor(media.read_photo("party.jpg")):
     print(face.box, meta["class_names"][probs.argmax()])
 
-Faces (fer_jax/faces.py, the `faces` extra) are found by MTCNN and aligned as the training data
+Faces (faces.py, the `faces` extra) are found by MTCNN and aligned as the training data
 was: a 100 px crop in RAF-DB's framing (`faces.align`, what `python -m fer_jax.faces align` and
 RAF-DB's own aligned images are), then the eval transform above, so a face reaches the model at
 the resolution and framing of the crops it was trained and evaluated on (a model of another
@@ -28,8 +28,10 @@ import jax.numpy as jnp
 import numpy as np
 from PIL import Image
 
-from fer_jax import cli, faces, media
+from fer_jax import cli
 from fer_jax.data import pipeline
+from fer_jax.data import media
+from fer_jax.inference import faces
 from fer_jax.models import resnet, weights
 
 IMAGE_SUFFIXES = media.IMAGE_SUFFIXES
@@ -185,3 +187,18 @@ def predict_faces(model, variables, meta, image, **options):
   """[FacePrediction] of every face of one RGB image (options: those of FacePredictor). It
   compiles the model on each call: for many images or frames, call one FacePredictor."""
   return FacePredictor(model, variables, meta, **options)(image)
+
+
+def face_crops(paths, limit, min_face_size=20, score_threshold=0.9):
+  """(names `<image> face <k>`, aligned crops, images without a face) of the faces of the
+  photos `paths`, at most `limit` faces."""
+  names, crops, empty = [], [], []
+  for path in paths:
+    if len(crops) >= limit:
+      break
+    found = align_faces(media.read_photo(path), min_face_size, score_threshold)
+    empty += [path] if not found else []
+    for k, (_, crop) in enumerate(found[: limit - len(crops)]):
+      names.append(f"{pathlib.Path(path).name} face {k}")
+      crops.append(crop)
+  return names, crops, empty

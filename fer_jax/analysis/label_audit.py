@@ -13,8 +13,8 @@ import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 
-from fer_jax import cli, expressions, inference, label_noise
-from fer_jax.data import pipeline, sources
+from fer_jax import cli, expressions, inference
+from fer_jax.data import label_noise, pipeline, sources
 from fer_jax.methods import eac, ncct
 
 SIGNALS = ("loss", "margin", "threshold", "cam_inconsistency", "history")

@@ -19,7 +19,7 @@ from PIL import Image, ImageDraw, ImageFont, ImageOps
 
 from fer_jax import cli
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif")
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv")
 # Box and label colours, one per class (matplotlib's tab10): classes stay apart on any photo.
 PALETTE = ((31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189),
@@ -54,13 +54,28 @@ def list_files(paths, suffixes, kind="images"):
 
 
 def read_photo(path):
-  """The RGB pixels of an image file, upright as its EXIF orientation says."""
+  """The RGB pixels of an image file, upright as its EXIF orientation says (16-bit greyscale
+  scaled to 8 bits, not clipped; a GIF's first frame). Training's folder datasets read images
+  with it too (data/prepared.py)."""
   try:
     with Image.open(path) as image:
-      return np.asarray(ImageOps.exif_transpose(image).convert("RGB"))
+      image = ImageOps.exif_transpose(image)
+      if image.mode.startswith("I"):  # 16-bit greyscale: convert("RGB") would clip at 255
+        image = Image.fromarray((np.asarray(image, np.uint32) >> 8).astype(np.uint8))
+      return np.asarray(image.convert("RGB"))
   except (OSError, ValueError, Image.DecompressionBombError) as e:
     raise cli.UsageError(f"{path}: unreadable image ({e}); expected a JPEG/PNG/BMP/WebP "
                          "file") from e
+
+
+FACES_INSTALL = 'pip install -e ".[faces]"'
+
+
+def missing(package, error=None):
+  """The UsageError for an absent optional dependency: names the extra that installs it."""
+  detail = f" ({error})" if error else ""
+  return cli.UsageError(f"{package} is not installed{detail}: faces need the `faces` extra, "
+                        f"{FACES_INSTALL}")
 
 
 def _cv2():
@@ -69,9 +84,7 @@ def _cv2():
   try:
     import cv2  # optional: the faces extra
   except ImportError as e:
-    from fer_jax import faces
-
-    raise faces.missing("opencv-python-headless", e) from e
+    raise missing("opencv-python-headless", e) from e
   return cv2
 
 

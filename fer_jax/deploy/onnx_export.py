@@ -22,7 +22,9 @@ import jax.extend.core as jax_core
 import jax.numpy as jnp
 import numpy as np
 
-from fer_jax import cli, faces, inference, stablehlo
+from fer_jax import cli, inference
+from fer_jax.deploy import stablehlo
+from fer_jax.inference import faces
 
 INSTALL = 'pip install -e ".[onnx]"'
 INPUT, OUTPUT = "images", "probabilities"
