@@ -118,6 +118,16 @@ def categorical(values, probs):
   return chi_square(counts, probs)
 
 
+def box_sizes(sizes, probs, cell):
+  """p-values of (height, width) samples against probs[height, width]: the joint chi-square,
+  each side's marginal, and the binomial test of `cell` (the fallback box, or no box), whose
+  rate one probability or the number of tries sets."""
+  sizes = np.asarray(sizes)
+  hits = (sizes == np.asarray(cell)).all(axis=1).sum()
+  return [categorical(sizes, probs), categorical(sizes[:, 0], probs.sum(1)),
+          categorical(sizes[:, 1], probs.sum(0)), binomial(hits, len(sizes), probs[cell])]
+
+
 def uniform_offsets(offsets, counts, seed=0):
   """The KS p-value of offsets, each uniform on 0..counts - 1 (counts may differ per sample): the
   randomised (offset + U) / count is U(0, 1) exactly then."""

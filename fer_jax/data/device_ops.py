@@ -13,13 +13,14 @@ can feed the same parameters to an apply and to the PIL code of the reference op
 
 The applies reproduce the reference ops' PIL arithmetic, not just their intent: resampling
 uses PIL's filters, float64 coefficients rounded to 22-bit fixed point, and the pass order of
-the Pillow releases the official code ran with (`_resample`: the one place where Pillow 13
-differs); enhancers blend in float32 and truncate as Blend.c
-does; affine warps use PIL's 16.16 fixed-point nearest sampling; the RandAugment LUTs are
-ImageOps' integer arithmetic, including autocontrast's float64 rounding.
+the Pillow releases the official code ran with, 3.3 to 12.1 (`_resample`: the one place where
+Pillow 13 differs); enhancers blend in float32 and truncate as Blend.c does; affine warps use
+PIL's 16.16 fixed-point nearest sampling; the RandAugment LUTs are ImageOps' integer
+arithmetic, including autocontrast's float64 rounding.
 
-Each draw has the distribution of the reference op's numpy draws: the same fire probabilities,
-ranges, up-to-10 tries and fallbacks. A draw takes all its uniforms from one call (integers as
+Each draw has the distribution of the official code's sampler (torchvision's get_params,
+FixMatch's RandAugmentMC and CutoutAbs; tests/torchvision_draws.py): the same fire
+probabilities, ranges, up-to-10 tries and fallbacks. A draw takes all its uniforms from one call (integers as
 floor(u * n)): one threefry evaluation per op compiles several times faster than one per value.
 """
 
