@@ -79,7 +79,9 @@ def diverging_run(tmp):
     assert sorted(p.name for p in (workdir / "checkpoints").iterdir()) == ["1"]
     assert not (workdir / "model").exists()
 
-  return Fault(tmp / "run", ["--config.optimizer.lr=1e12", "--config.checkpoint_every_steps=1"],
+  # No log step before the divergence: the check before each checkpoint must catch it.
+  return Fault(tmp / "run", ["--config.optimizer.lr=1e12", "--config.checkpoint_every_steps=1",
+                             "--config.log_every_steps=1000"],
                cli.DIVERGED_EXIT, "diverged",
                ["became nan at step 2", "checkpoint of step 1 kept", "from before it",
                 "config.optimizer.lr=1000000000000.0", "a new --workdir"], kept)
