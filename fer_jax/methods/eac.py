@@ -39,8 +39,10 @@ def build_model(config):
 
 def class_activation_maps(features, kernel):
   """(N, H, W, K) maps of every class: features (N, H, W, C) weighted by the head kernel (C, K),
-  which is detached so that no gradient reaches the classifier through the maps."""
-  return jnp.einsum("nhwc,ck->nhwk", features.astype(jnp.float32), jax.lax.stop_gradient(kernel))
+  which is detached so that no gradient reaches the classifier through the maps. Float32 at full
+  precision, as the code's broadcast multiply and sum (no TF32, no bfloat16)."""
+  return jnp.einsum("nhwc,ck->nhwk", features.astype(jnp.float32), jax.lax.stop_gradient(kernel),
+                    precision=resnet.HEAD_PRECISION)
 
 
 def attention_consistency(maps, mirror_maps):

@@ -29,6 +29,8 @@ Differences from the official code, each deliberate:
   occurrence updates the history, as the code's indexed assignment does on CPU.
 """
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import optax
@@ -96,7 +98,7 @@ def heatmap_targets(points, size):
     inside = (r >= first[..., d : d + 1]) & (r < end[..., d : d + 1])
     return jnp.where(inside, jnp.exp(-(offset**2) / (2 * 1.5**2)), 0.0)
 
-  heat = jnp.einsum("npy,npx->nyxp", axis(1), axis(0))
+  heat = jnp.einsum("npy,npx->nyxp", axis(1), axis(0), precision=resnet.HEAD_PRECISION)
   dilated = jax.lax.reduce_window(heat, -jnp.inf, jax.lax.max, (1, 3, 3, 1), (1, 1, 1, 1), "SAME")
   return heat, jnp.where(dilated > 0.2, 10.0, 1.0)
 
@@ -115,8 +117,9 @@ def adaptive_wing(pred, target, alpha=2.1, omega=14.0, epsilon=1.0, theta=0.5):
 def contrastive(queries, keys, queue, queue_labels, labels, temperature):
   """One direction of the EL loss: mean over queries of the mean over same-label in-batch keys
   of -log(e^{q.k/T} / (e^{q.k/T} + sum over queue entries of other labels e^{q.Q/T}))."""
-  positive = queries @ keys.T / temperature  # (B, B)
-  negative = queries @ queue.T / temperature  # (B, Q)
+  similarity = functools.partial(jnp.dot, precision=resnet.HEAD_PRECISION)
+  positive = similarity(queries, keys.T) / temperature  # (B, B)
+  negative = similarity(queries, queue.T) / temperature  # (B, Q)
   # Queue entries of the query's own label are removed as the code does (-1e10 before /T):
   # finite, so a row with every entry removed gives loss 0, not a NaN gradient.
   negative = negative - 1e10 / temperature * (labels[:, None] == queue_labels[None])

@@ -39,8 +39,7 @@ def loss_fn(params, state, batch, rng, *, model, config):
   labels = batch["label"]
   perm = jax.random.permutation(perm_rng, labels.shape[0])
   z, lam = mix(feats["mu"], feats["log_var"], perm)
-  head = params["head"]
-  mixed = z @ head["kernel"] + head["bias"]
+  mixed = resnet.linear(z, params["head"]["kernel"], params["head"]["bias"])
   ce = optax.softmax_cross_entropy_with_integer_labels
   loss = 0.5 * ce(mixed, labels).mean() + 0.5 * ce(mixed, labels[perm]).mean()
   metrics = {"lambda_spread": jnp.abs(lam - 0.5).mean(),

@@ -69,13 +69,14 @@ class LandmarkBranch(nn.Module):
 
 
 class Projection(nn.Module):
+  """Linear-ReLU-Linear, L2-normalised; a head, so float32 (resnet.linear)."""
+
   hidden: int
-  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x):
-    x = nn.relu(resnet.TorchDense(self.hidden, self.dtype, name="fc1")(x))
-    return normalize(resnet.TorchDense(self.hidden, self.dtype, name="fc2")(x))
+    x = nn.relu(resnet.TorchDense(self.hidden, name="fc1")(x))
+    return normalize(resnet.TorchDense(self.hidden, name="fc2")(x))
 
 
 class PairWeights(nn.Module):
@@ -95,13 +96,17 @@ class PairWeights(nn.Module):
 
 
 def neighbour_mask(features, k):
-  """(B, B) 0/1: the k most cosine-similar other samples of each row (no gradient)."""
+  """(B, B) 0/1: the k most cosine-similar other samples of each row (no gradient). The
+  similarities are float32 at full precision (resnet.HEAD_PRECISION), as the official code's
+  (PyTorch's float32 matmul does not use TF32 by default): TF32's 10-bit mantissa would tie
+  and reorder near neighbours."""
   f = normalize(jax.lax.stop_gradient(features))
   n = f.shape[0]
   k = min(k, n - 1)
   if k == 0:
     return jnp.zeros((n, n), jnp.float32)
-  similarity = jnp.where(jnp.eye(n, dtype=bool), -1.0, f @ f.T)
+  similarity = jnp.where(jnp.eye(n, dtype=bool), -1.0,
+                         jnp.dot(f, f.T, precision=resnet.HEAD_PRECISION))
   _, index = jax.lax.top_k(similarity, k)
   return jax.nn.one_hot(index, n).sum(1)
 
@@ -111,7 +116,7 @@ def aggregate(pair_weights, neighbours, probs):
   w = pair_weights * neighbours
   eps = 1e-8
   w = (w + eps / w.shape[1]) / (w.sum(-1, keepdims=True) + eps)
-  return w @ probs
+  return jnp.dot(w, probs, precision=resnet.HEAD_PRECISION)
 
 
 class LandmarkAwareNet(nn.Module):
@@ -130,7 +135,7 @@ class LandmarkAwareNet(nn.Module):
   def __call__(self, x, train: bool = False, keys_only: bool = False):
     feats = resnet.build_backbone(self.arch, self.width, self.dtype, name="backbone")(x, train)
     u = feats["pre_logits"]
-    logits = resnet.TorchDense(self.num_classes, self.dtype, name="head")(u)
+    logits = resnet.TorchDense(self.num_classes, name="head")(u)
     if not (train or self.is_initializing()):
       return logits, feats
     spec = resnet.ARCHS[self.arch].keywords
@@ -139,8 +144,8 @@ class LandmarkAwareNet(nn.Module):
                                    feats["stage1"], train)
     dim = v.shape[-1]
     feats = {**feats, "u": u, "v": v, "heatmaps": heatmaps,
-             "proj_u": Projection(dim, self.dtype, name="projection_u")(u),
-             "proj_v": Projection(dim, self.dtype, name="projection_v")(v)}
+             "proj_u": Projection(dim, name="projection_u")(u),
+             "proj_v": Projection(dim, name="projection_v")(v)}
     if keys_only and not self.is_initializing():
       return logits, feats
     probs = jax.nn.softmax(logits)

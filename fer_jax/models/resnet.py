@@ -191,11 +191,26 @@ ARCHS = {
 }
 
 
+# Heads are computed in float32 at full precision whatever the compute dtype: bfloat16 (an
+# 8-bit mantissa, a step of 0.0625 at |logit| 8-16) or TF32 (the default of float32 matmuls on
+# recent GPUs) would round logits and head outputs into exact ties that argmax, top_k and the
+# methods' thresholds then break by class index. PyTorch runs Linear layers in full float32
+# (torch.backends.cuda.matmul.allow_tf32 is False by default). Heads are tiny beside the backbone.
+HEAD_PRECISION = jax.lax.Precision.HIGHEST
+
+
+def linear(x, kernel, bias):
+  """x @ kernel + bias in float32 at HEAD_PRECISION."""
+  y = jnp.dot(x.astype(jnp.float32), kernel.astype(jnp.float32), precision=HEAD_PRECISION,
+              preferred_element_type=jnp.float32)
+  return y + bias.astype(jnp.float32)
+
+
 class TorchDense(nn.Module):
-  """nn.Dense with PyTorch's default initialisation for kernel and bias."""
+  """nn.Dense with PyTorch's default initialisation for kernel and bias, computed in float32
+  (`linear`): a head, whatever the backbone's compute dtype."""
 
   features: int
-  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x):
@@ -207,30 +222,29 @@ class TorchDense(nn.Module):
 
     kernel = self.param("kernel", uniform, (fan_in, self.features))
     bias = self.param("bias", uniform, (self.features,))
-    y = jnp.dot(x.astype(self.dtype), kernel.astype(self.dtype))
-    return (y + bias.astype(self.dtype)).astype(jnp.float32)
+    return linear(x, kernel, bias)
 
 
 class UncertaintyNeck(nn.Module):
   """RUL's feature branch on the last map: BatchNorm (no affine, eps 2e-5), dropout 0.4,
   flatten, Linear to `features`, BatchNorm (affine, eps 2e-5). The map is flattened in NHWC
-  order (torch flattens NCHW: a converted RUL head would need its columns permuted)."""
+  order (torch flattens NCHW: a converted RUL head would need its columns permuted). A head:
+  float32 throughout, whatever the backbone's compute dtype."""
 
   features: int = 64
   dropout: float = 0.4
-  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, fmap, train, views=1):
     def norm(name, affine):
       return BatchNorm(use_running_average=not train, momentum=0.9, epsilon=2e-5,
-                       use_scale=affine, use_bias=affine, dtype=self.dtype, views=views,
+                       use_scale=affine, use_bias=affine, dtype=jnp.float32, views=views,
                        name=name)
 
     x = norm("bn_in", False)(fmap)
     x = nn.Dropout(self.dropout, deterministic=not train)(x)
-    x = TorchDense(self.features, self.dtype, name="fc")(x.reshape(x.shape[0], -1))
-    return norm("bn_out", True)(x).astype(jnp.float32)
+    x = TorchDense(self.features, name="fc")(x.reshape(x.shape[0], -1))
+    return norm("bn_out", True)(x)
 
 
 class Classifier(nn.Module):
@@ -244,6 +258,7 @@ class Classifier(nn.Module):
   `neck` is what the head reads: "pool" (the global average of the last map) or
   "uncertainty" (RUL: `UncertaintyNeck` named `neck` gives the feature mu; in training a
   second one, `log_var`, gives the features' log-variances, under features["log_var"]).
+  The backbone computes in `dtype`; the neck and every head in float32 (`linear`).
   """
 
   arch: str
@@ -258,20 +273,19 @@ class Classifier(nn.Module):
   def __call__(self, x, train: bool = False, views: int = 1):
     feats = build_backbone(self.arch, self.width, self.dtype, name="backbone")(x, train, views)
     if self.neck == "uncertainty":
-      pooled = UncertaintyNeck(dtype=self.dtype, name="neck")(feats["stage4"], train, views)
+      pooled = UncertaintyNeck(name="neck")(feats["stage4"], train, views)
       feats = {**feats, "mu": pooled}
       if train or self.is_initializing():
-        feats["log_var"] = UncertaintyNeck(dtype=self.dtype, name="log_var")(feats["stage4"],
-                                                                              train, views)
+        feats["log_var"] = UncertaintyNeck(name="log_var")(feats["stage4"], train, views)
     elif self.neck == "pool":
       pooled = feats["pre_logits"]
     else:
       raise cli.UsageError(f"config.model.neck={self.neck!r}: expected 'pool' or 'uncertainty'")
-    feats = {**feats, **{name: TorchDense(size, self.dtype, name=name)(pooled)
+    feats = {**feats, **{name: TorchDense(size, name=name)(pooled)
                          for name, size in self.extra_heads}}
     if not self.classify:
       return jnp.zeros((x.shape[0], self.num_classes), jnp.float32), feats
-    return TorchDense(self.num_classes, self.dtype, name="head")(pooled), feats
+    return TorchDense(self.num_classes, name="head")(pooled), feats
 
 
 def build_backbone(arch, width=64, dtype=jnp.float32, name=None):
