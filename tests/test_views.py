@@ -76,8 +76,18 @@ def test_batched_views_equal_two_passes_in_eac():
   assert float(loss) == pytest.approx(float(ref_loss), rel=1e-5)
   _assert_same(grads, ref_grads)
   _assert_same(stats, ref_stats)
-  # Both updates happened: the running means moved by 0.19 of the way, not 0.1.
-  assert not np.allclose(stats["backbone"]["bn1"]["mean"], 0.0)
+  # Both updates happened, in view order: from 0, the running mean is 0.09 mu_1 + 0.1 mu_2 with
+  # mu_v a view's batch mean (0.19 of the way where the views' means agree), not one update's
+  # 0.1 of the concatenated batch's mean or of the last view's.
+  def batch_mean(images):  # bn1's batch mean of one view: 10x its first update from 0
+    _, one = model.apply(variables, images, train=True, mutable=["batch_stats"])
+    return np.asarray(one["batch_stats"]["backbone"]["bn1"]["mean"]) / 0.1
+
+  mu1, mu2 = batch_mean(x), batch_mean(jnp.flip(x, 2))
+  running = np.asarray(stats["backbone"]["bn1"]["mean"])
+  np.testing.assert_allclose(running, 0.09 * mu1 + 0.1 * mu2, rtol=1e-4, atol=1e-7)
+  for wrong in (0.1 * (mu1 + mu2) / 2, 0.1 * mu2, 0.09 * mu2 + 0.1 * mu1):  # or in swapped order
+    assert not np.allclose(running, wrong, rtol=1e-4, atol=1e-7)
 
 
 def test_batched_views_equal_two_passes_in_ncct():
