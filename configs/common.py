@@ -25,20 +25,23 @@ def parse_arg(arg, **defaults):
 
 # The `:arg` keys every method config takes (it may add its own).
 ARG_DEFAULTS = dict(data="synthetic", noise=0.0, noise_kind="symmetric", noise_file="",
-                    recipe="auto", runlocal=False)
+                    noise_predictions="", recipe="auto", runlocal=False)
 RECIPES = ("auto", "paper")
 
 
 def base_config(method, data="synthetic", noise=0.0, noise_kind="symmetric", noise_file="",
-                recipe="auto", runlocal=False):
+                noise_predictions="", recipe="auto", runlocal=False):
   """Defaults for all methods; `data` picks the dataset block.
 
   Args:
     method: the method module name under fer_jax/methods.
     data: a dataset known to `dataset_config`.
     noise: rate of synthetic training-label noise (0: the labels as given).
-    noise_kind: symmetric | asymmetric_lanet | asymmetric_ncct (see fer_jax/noise.py).
+    noise_kind: symmetric | asymmetric_lanet | asymmetric_ncct | instance (see fer_jax/noise.py).
     noise_file: a noisy label file in the dataset's format (e.g. EAC's noise01.txt) instead.
+    noise_predictions: for noise_kind=instance, the workdir of a finished CE run on the clean
+      labels that recorded its averaged predictions (configs/baseline.py,
+      record_train_probabilities=true).
     recipe: auto (the synthetic recipe on the synthetic data, the method's paper recipe on real
       data) | paper (the paper recipe on any data: 224 px, full-width network, the paper's
       batch, optimiser and epochs; the synthetic faces are then stored at their 128 px canvas).
@@ -87,11 +90,14 @@ def base_config(method, data="synthetic", noise=0.0, noise_kind="symmetric", noi
   if data == "folder":  # 0: one class per class folder, counted when the data is read
     c.model.num_classes = 0
   # Training-label noise (fer_jax/noise.py): kind none | symmetric | asymmetric_lanet |
-  # asymmetric_ncct | file (a noisy label file in the dataset's format, e.g. EAC's noise01.txt).
+  # asymmetric_ncct | instance (the instance-dependent protocol, from the averaged predictions
+  # of the CE run in `predictions`) | file (a noisy label file in the dataset's format, e.g.
+  # EAC's noise01.txt).
   kind = "file" if noise_file else noise_kind if noise else "none"
   # order: the class order a symmetric flip counts its offset in: "" the dataset's own |
   # "lanet" LA-Net's (its exact noisy labels; fer_jax/data/label_noise.py).
-  c.noise = mlc.ConfigDict(dict(kind=kind, rate=noise, seed=0, file=noise_file, order=""))
+  c.noise = mlc.ConfigDict(dict(kind=kind, rate=noise, seed=0, file=noise_file, order="",
+                                predictions=noise_predictions))
   c.input = mlc.ConfigDict(
     dict(
       image_size=224,

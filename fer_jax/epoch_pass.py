@@ -8,6 +8,7 @@ A method that defines both
   after_epoch(extra, outputs, config) -> {key: array}
       on the host: `extra` is a copy of state.extra, `outputs` every training sample's outputs
       in index order; returns the state.extra entries to replace;
+(and, where it defines runs_epoch_pass(config), that returns True: CE's optional recording)
 gets, after each epoch's last step and before that epoch's checkpoint, a pass over every
 training example once (both input paths, any number of devices and processes), so the
 checkpoint carries its result and a resumed run continues exactly. Its augmentation draws from
@@ -53,7 +54,8 @@ def _host(x):
 def make(method, model, config, inputs, augment_ops):
   """`run(state, rng) -> state` doing the method's end-of-epoch pass, or None when the method
   defines none. `augment_ops`: the device_ops pipeline of the training augmentation."""
-  if not hasattr(method, "after_epoch"):
+  if not hasattr(method, "after_epoch") or not getattr(method, "runs_epoch_pass",
+                                                         lambda _: True)(config):
     return None
   dtype = jnp.dtype(resnet.compute_dtype(config.dtype))
 

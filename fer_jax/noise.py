@@ -7,6 +7,14 @@ protocols of fer_jax/data/label_noise.py (kinds, seeds and LA-Net's draws are de
 `--order lanet` counts a symmetric flip's new class in LA-Net's class order, as LA-Net's code
 does: seed 0 on RAF-DB then gives LA-Net's noisy labels exactly (the default, the dataset's own
 order, flips the same images to other classes). Also writes <out>.report.json.
+
+Instance-dependent noise reads the averaged training predictions of a finished CE run on the
+clean labels (its workdir; the run is not started here, its command is named when missing):
+
+  python -m fer_jax.main --config configs/baseline.py:raf_db,record_train_probabilities=true \
+    --config.dataset.data_dir=DIR --workdir runs/raf_ce_clean
+  python -m fer_jax.noise --dataset raf_db --data_dir DIR --kind instance --rate 0.3 \
+    --checkpoint runs/raf_ce_clean --out raf_idn03.txt
 """
 
 import json
@@ -42,8 +50,13 @@ def main(argv):
       raise cli.UsageError(f"--dataset_field {item}: expected {what}") from e
   if not 0.0 <= f.rate <= 1.0:  # before the dataset, which may take minutes to prepare
     raise cli.UsageError(f"--rate={f.rate}: expected a probability in [0, 1]")
-  config = ml_collections.ConfigDict(
-    {"kind": f.kind, "rate": f.rate, "seed": f.seed, "file": "", "order": f.order})
+  if (f.kind == "instance") != bool(f.checkpoint):
+    raise cli.UsageError("--checkpoint DIR (a CE run's workdir) goes with --kind instance, "
+                         "and only with it")
+  if f.checkpoint:
+    label_noise.predictions_file(f.checkpoint, f.dataset)
+  config = ml_collections.ConfigDict({"kind": f.kind, "rate": f.rate, "seed": f.seed, "file": "",
+                                      "order": f.order, "predictions": f.checkpoint})
   out = pathlib.Path(f.out)
   report_path = out.with_name(out.name + ".report.json")
   for path in (out, report_path):
@@ -60,12 +73,14 @@ def main(argv):
 if __name__ == "__main__":
   flags.DEFINE_string("dataset", None, "dataset name (fer_jax/data/<name>.py)", required=True)
   flags.DEFINE_string("data_dir", "", "your copy of the dataset (config.dataset.data_dir)")
-  flags.DEFINE_enum("kind", None, list(label_noise.KINDS[1:4]), "noise kind",
+  flags.DEFINE_enum("kind", None, list(label_noise.KINDS[1:5]), "noise kind",
                     required=True)
   flags.DEFINE_float("rate", None, "probability that a label is changed", required=True)
   flags.DEFINE_integer("seed", 0, "noise seed")
   flags.DEFINE_string("order", "", "class order of a symmetric flip's offset: '' the "
                       "dataset's own, lanet LA-Net's (its exact noisy labels)")
+  flags.DEFINE_string("checkpoint", "", "--kind instance: the workdir of a finished CE run on "
+                      "the clean labels that recorded its averaged training predictions")
   flags.DEFINE_string("out", None, "label file to write (never overwritten)", required=True)
   flags.DEFINE_multi_string("dataset_field", [], "other config.dataset fields, key=value "
                             "(e.g. num_classes=8)")

@@ -207,9 +207,10 @@ def train_and_evaluate(config, workdir):
 
   Writes to workdir: config.json, run.lock, checkpoints/, metrics.jsonl, tensorboard/, and at
   the end summary.json, confusion_matrix.png and model/ (the exported model for predict; each
-  written under a temporary name and renamed). Nothing is written before the config, dataset,
-  noise, devices, batch sizes and initial weights have been checked, so a run refused for a
-  mistake can be rerun as it is once the mistake is fixed. The workdir is locked for the life
+  written under a temporary name and renamed), and before them what the method's
+  `write_outputs(workdir, extra, dataset, config)` writes, where it defines one. Nothing is
+  written before the config, dataset, noise, devices, batch sizes and initial weights have been
+  checked, so a run refused for a mistake can be rerun as it is once the mistake is fixed. The workdir is locked for the life
   of the run (checkpoint.WorkdirLock): a second run in it is refused.
 
   Raises:
@@ -378,6 +379,9 @@ def _train_and_evaluate(config, workdir, lock):
   train_iter.close()
   writer.close()
   ckpt.close()
+  if jax.process_index() == 0 and hasattr(method, "write_outputs"):  # before summary.json
+    method.write_outputs(workdir, jax.tree.map(lambda x: np.asarray(x.addressable_data(0)),
+                                               state.extra), dataset, config)
   return _finish(workdir, config, dataset, noise_report, state, meta)
 
 

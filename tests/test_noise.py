@@ -185,3 +185,91 @@ def test_noise_command_writes_a_shareable_file(raf, tmp_path):
                                  order="lanet")
   np.testing.assert_array_equal(label_noise.read_label_file(lanet, dataset), expected)
   assert json.loads(lanet.with_name("lanet03.txt.report.json").read_text())["order"] == "lanet"
+
+
+def test_instance_noise_flips_the_most_confusable_samples_to_their_top_wrong_class():
+  rng = np.random.default_rng(0)
+  for n, rate in ((50, 0.3), (100, 0.29), (57, 0.29)):
+    labels = rng.integers(0, 7, n)
+    probabilities = rng.dirichlet(np.ones(7), n)
+    noisy = label_noise.instance_dependent(labels, probabilities, rate)
+    flipped = noisy != labels
+    assert flipped.sum() == round(n * rate)  # 29 of 100, where the code's int() gives 28
+    wrong = probabilities.copy()
+    wrong[np.arange(n), labels] = -1
+    np.testing.assert_array_equal(noisy[flipped], wrong.argmax(1)[flipped])
+    assert wrong.max(1)[flipped].min() > wrong.max(1)[~flipped].max()
+    np.testing.assert_array_equal(label_noise.instance_dependent(labels, probabilities, rate),
+                                  noisy)
+  # Equal scores: the lower index first.
+  even = np.full((4, 3), [0.5, 0.3, 0.2])
+  np.testing.assert_array_equal(label_noise.instance_dependent([0, 0, 0, 0], even, 0.5),
+                                [1, 1, 0, 0])
+
+
+def test_recording_is_a_running_mean_over_the_epochs():
+  from fer_jax.methods import ce
+
+  extra = {"train_probabilities": np.zeros((2, 3), np.float32), "probability_epochs": 0}
+  passes = [np.array([[0.2, 0.3, 0.5], [1.0, 0.0, 0.0]]), np.array([[0.6, 0.1, 0.3],
+                                                                      [0.0, 0.5, 0.5]]),
+            np.array([[0.1, 0.8, 0.1], [0.3, 0.3, 0.4]])]
+  for p in passes:
+    extra = ce.after_epoch(extra, {"probabilities": p.astype(np.float32)}, None)
+  assert int(extra["probability_epochs"]) == 3
+  np.testing.assert_allclose(extra["train_probabilities"], np.mean(passes, 0), rtol=1e-6)
+
+
+def _record(tmp_path, name, **fields):
+  from configs import baseline
+  from fer_jax import train
+
+  config = baseline.get_config("synthetic,runlocal=true,record_train_probabilities=true")
+  config.dataset.update(cache_dir=str(tmp_path / "cache"), num_train=16)
+  config.progress_bar = False
+  config.update(fields)
+  train.train_and_evaluate(config, tmp_path / name)
+  return config
+
+
+def test_recorded_predictions_resume_exactly_and_give_instance_noise(tmp_path):
+  config = _record(tmp_path, "whole")
+  _record(tmp_path, "split", num_epochs=1)
+  _record(tmp_path, "split")
+  saved = {n: np.load(tmp_path / n / label_noise.PREDICTIONS_FILE) for n in ("whole", "split")}
+  assert int(saved["split"]["epochs"]) == 2 and bool(saved["split"]["clean"])
+  np.testing.assert_array_equal(saved["split"]["probabilities"], saved["whole"]["probabilities"])
+  # noise_kind=instance in a run: the same noise/ files as the other kinds.
+  dataset = sources.load(config.dataset)
+  noise = dict(config.noise, kind="instance", rate=0.25, predictions=str(tmp_path / "whole"))
+  noisy_set, report = label_noise.apply(dataset, ml_collections.ConfigDict(noise),
+                                        tmp_path / "run/noise")
+  expected = label_noise.instance_dependent(dataset.train.labels,
+                                            saved["whole"]["probabilities"], 0.25)
+  np.testing.assert_array_equal(noisy_set.train.labels, expected)
+  assert report == label_noise.report(dataset.train.labels, expected, dataset.class_names, {
+    "kind": "instance", "rate": 0.25, "predictions": str(tmp_path / "whole")})
+  assert report["flipped"] == 4
+  npz = np.load(tmp_path / "run/noise/labels.npz")
+  np.testing.assert_array_equal(npz["flipped"], expected != dataset.train.labels)
+  # The command writes the same labels; a model of other classes is one line, exit 2.
+  fields = [f"--dataset_field={k}={config.dataset[k]}" for k in ("num_train", "num_test",
+                                                                 "cache_dir")]
+  out = tmp_path / "idn.txt"
+  cmd = [sys.executable, "-m", "fer_jax.noise", "--dataset", "synthetic", "--kind", "instance",
+         "--rate", "0.25", "--checkpoint", str(tmp_path / "whole"), "--out", str(out), *fields]
+  result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120, check=False)
+  assert result.returncode == 0, result.stderr
+  np.testing.assert_array_equal(label_noise.read_label_file(out, dataset), expected)
+  assert json.loads(out.with_name("idn.txt.report.json").read_text()) == report
+  other = tmp_path / "ferplus_model"
+  other.mkdir()
+  np.savez(other / label_noise.PREDICTIONS_FILE, probabilities=np.full((16, 8), 0.125),
+           class_names=np.array(expressions.FERPLUS), names=saved["whole"]["names"],
+           epochs=np.int32(2), clean=True)
+  cmd[cmd.index(str(tmp_path / "whole"))] = str(other)
+  cmd[cmd.index(str(out))] = str(tmp_path / "other.txt")
+  result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120, check=False)
+  assert result.returncode == cli.USAGE_EXIT and "Traceback" not in result.stderr
+  assert "the model's classes ['neutral', 'happiness'" in result.stderr.strip().splitlines()[-1]
+  assert not (tmp_path / "other.txt").exists()

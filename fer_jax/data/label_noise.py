@@ -7,6 +7,13 @@ Kinds (test labels are never touched):
   asymmetric_lanet  with probability `rate`, the label becomes its partner in LA-Net's map.
   asymmetric_ncct   the same with NCCTFER's map. Maps are by class name, so they apply to any
                     dataset's class order; a class without a partner keeps its label.
+  instance          instance-dependent noise (IDN) as Chen et al. (AAAI 2021, "Beyond
+                    class-conditional assumption") make it: a CE model trained on the clean
+                    labels gives each training sample the mean over its epochs of its softmax;
+                    the round(N * rate) samples whose highest wrong-class mean probability is
+                    highest take that class (`instance_dependent`). The model is a finished CE
+                    run that recorded the mean (config.ce.record_train_probabilities; its
+                    PREDICTIONS_FILE), named by config.noise.predictions.
   file              the labels of a noisy label file (e.g. EAC's noise01.txt), checked to list
                     the clean train list's images in the same order.
 
@@ -26,10 +33,12 @@ import random
 
 import numpy as np
 
-from fer_jax import cli, expressions
+from fer_jax import cli, expressions, writers
 from fer_jax.data import prepared
 
-KINDS = ("none", "symmetric", "asymmetric_lanet", "asymmetric_ncct", "file")
+KINDS = ("none", "symmetric", "asymmetric_lanet", "asymmetric_ncct", "instance", "file")
+# What a CE run with config.ce.record_train_probabilities writes into its workdir when it ends.
+PREDICTIONS_FILE = "train_probabilities.npz"
 ASYMMETRIC_MAPS = {
   # lanet.md §4 (dataloader.py, class-dependent noise), plus contempt -> neutral for 8 classes.
   "asymmetric_lanet": {"anger": "disgust", "disgust": "anger", "fear": "surprise",
@@ -92,6 +101,93 @@ def corrupt(labels, class_names, kind, rate, seed, order=""):
       else:
         noisy[i] = partner[label]
   return noisy
+
+
+def instance_dependent(labels, probabilities, rate):
+  """Noisy copy of `labels` (N,) under the instance-dependent protocol of Chen et al. (AAAI
+  2021; their generation scripts, github.com/chenpf1025/IDN): each sample's candidate is the
+  class of its highest mean probability other than its label, its score that probability; the
+  round(N * rate) highest scores take their candidate. `probabilities`: (N, C) mean softmax of a
+  CE model trained on `labels`. Equal scores go to the lower index first (a stable sort); the
+  code truncates int(rate * N) instead of rounding, which is one sample fewer where the float
+  product falls just below an integer (0.29 * 100 = 28.999...)."""
+  if not 0.0 <= rate <= 1.0:
+    raise cli.UsageError(f"noise rate {rate}: expected a probability in [0, 1]")
+  labels = np.asarray(labels, np.int32)
+  wrong = np.array(probabilities, np.float64)
+  wrong[np.arange(len(labels)), labels] = -np.inf
+  candidate, score = wrong.argmax(1), wrong.max(1)
+  chosen = np.argsort(-score, kind="stable")[:round(len(labels) * rate)]
+  noisy = labels.copy()
+  noisy[chosen] = candidate[chosen]
+  return noisy
+
+
+def write_train_probabilities(workdir, probabilities, epochs, dataset):
+  """Writes <workdir>/PREDICTIONS_FILE: `probabilities` (N, C), row i the mean softmax of
+  `dataset.train`'s example i (in the split's order, named by `names`), columns in
+  `dataset.class_names`' order (`class_names`), over `epochs` epochs; `clean` says whether the
+  run trained on the labels as given."""
+  probabilities = np.asarray(probabilities, np.float32)
+  path = pathlib.Path(workdir) / PREDICTIONS_FILE
+
+  def write(tmp):
+    with open(tmp, "wb") as f:
+      np.savez(f, probabilities=probabilities, class_names=np.array(dataset.class_names),
+               names=np.array(dataset.train.names), epochs=np.int32(epochs),
+               clean=dataset.train.clean_labels is None)
+
+  writers.write_atomically(path, write, probabilities.nbytes + 64 * len(probabilities) + 4096,
+                           PREDICTIONS_FILE, "the checkpoints are kept")
+
+
+def predictions_file(workdir, data="<data>"):
+  """<workdir>/PREDICTIONS_FILE; cli.UsageError naming what is missing where it is not there,
+  and the run (on dataset `data`) that writes it."""
+  workdir = pathlib.Path(workdir).expanduser()
+  if not workdir.is_dir():
+    raise cli.UsageError(f"{workdir}: no such run directory (the CE run whose averaged "
+                         "predictions instance-dependent noise reads)")
+  path = workdir / PREDICTIONS_FILE
+  if not path.is_file():
+    raise cli.UsageError(
+      f"{workdir} has no {PREDICTIONS_FILE}: a CE run on the clean labels with "
+      "config.ce.record_train_probabilities=True writes it when it finishes: python -m "
+      f"fer_jax.main --config configs/baseline.py:{data},record_train_probabilities=true "
+      f"--workdir {workdir}")
+  return path
+
+
+def read_train_probabilities(workdir, dataset):
+  """(N, C) mean training probabilities of the CE run in `workdir`, columns in `dataset`'s own
+  class order (matched by name), checked to be of `dataset.train`'s examples in its order and
+  of a run on the labels as given.
+
+  Raises:
+    cli.UsageError naming the workdir or file and what differs.
+  """
+  path = predictions_file(workdir)
+  with np.load(path) as saved:
+    probabilities, names = saved["probabilities"], [str(n) for n in saved["names"]]
+    classes, clean = [str(n) for n in saved["class_names"]], bool(saved["clean"])
+  have = [expressions.canonical(n) for n in classes]
+  want = [expressions.canonical(n) for n in dataset.class_names]
+  if sorted(have) != sorted(want):
+    raise cli.UsageError(f"{path}: the model's classes {classes} are not the dataset's "
+                         f"{list(dataset.class_names)}")
+  expected = list(dataset.train.names)
+  if len(names) != len(expected):
+    raise cli.UsageError(f"{path}: predictions of {len(names)} training examples; the dataset "
+                         f"has {len(expected)} (a CE run on the same training split is needed)")
+  differ = next((i for i, (a, b) in enumerate(zip(names, expected)) if a != b), None)
+  if differ is not None:
+    raise cli.UsageError(f"{path}: training example {differ} is {names[differ]!r}, the "
+                         f"dataset's is {expected[differ]!r} (a CE run on the same training "
+                         "split is needed)")
+  if not clean:
+    raise cli.UsageError(f"{path}: that run trained on noisy labels; the protocol's model "
+                         "trains on the labels as given")
+  return probabilities[:, [have.index(n) for n in want]]
 
 
 def report(clean, noisy, class_names, settings):
@@ -196,8 +292,8 @@ def _parse_label(text, dataset, where):
 
 # --- applying a config ---------------------------------------------------------------------
 def check_config(config):
-  """Raises cli.UsageError unless `config` (config.noise: kind, rate, file, order) is usable;
-  reads no data, so runs can check it before loading a dataset."""
+  """Raises cli.UsageError unless `config` (config.noise: kind, rate, file, order,
+  predictions) is usable; reads no data, so runs can check it before loading a dataset."""
   cli.check_name(config.kind, KINDS, "config.noise.kind")
   check_order(config.order, "config.noise.order")
   if config.kind == "file":
@@ -208,15 +304,28 @@ def check_config(config):
       raise cli.UsageError(f"config.noise.file={config.file}: no such file")
   elif config.kind != "none" and not 0.0 <= config.rate <= 1.0:
     raise cli.UsageError(f"config.noise.rate={config.rate}: expected a probability in [0, 1]")
+  if config.kind == "instance":
+    predictions = config.get("predictions", "")
+    if not predictions:
+      raise cli.UsageError("config.noise.kind='instance' needs config.noise.predictions (the "
+                           "workdir of a finished CE run with config.ce.record_train_"
+                           "probabilities=True; argument noise_predictions=DIR)")
+    predictions_file(predictions)
 
 
 def noisy_labels(dataset, config):
-  """The training labels `config` (kind, rate, seed, file, order) asks for, and its report."""
+  """The training labels `config` (kind, rate, seed, file, order, predictions) asks for, and
+  its report."""
   check_config(config)
   clean = dataset.train.labels
   if config.kind == "file":
     noisy = read_label_file(pathlib.Path(config.file).expanduser(), dataset)
     settings = {"kind": "file", "file": str(config.file)}
+  elif config.kind == "instance":
+    probabilities = read_train_probabilities(config.predictions, dataset)
+    noisy = instance_dependent(clean, probabilities, config.rate)
+    settings = {"kind": "instance", "rate": config.rate,
+                "predictions": str(pathlib.Path(config.predictions).expanduser().absolute())}
   else:
     order = config.order
     noisy = corrupt(clean, dataset.class_names, config.kind, config.rate, config.seed, order)
