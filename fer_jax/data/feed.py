@@ -103,6 +103,30 @@ def memory_budget(fraction):
   return int(fraction * total)
 
 
+def free_memory():
+  """(bytes free, bytes in all) of the first local device's allocator, or None on a backend
+  that reports no memory statistics (the CPU)."""
+  stats = jax.local_devices()[0].memory_stats() or {}
+  if "bytes_limit" not in stats:
+    return None
+  return stats["bytes_limit"] - stats.get("bytes_in_use", 0), stats["bytes_limit"]
+
+
+def _check_free_memory(per_device, input_config):
+  """Refuses, before anything is allocated, a device path whose decoded splits exceed the
+  device's free memory (XLA would fail part-way with a raw out-of-memory error)."""
+  memory = free_memory()
+  if memory is None or per_device <= memory[0]:
+    return
+  free, total = memory
+  raise cli.UsageError(
+    f"config.input.placement={input_config.placement!r} takes the device path, and its "
+    f"{per_device / 1e9:.2f} GB of decoded images per device do not fit in the "
+    f"{free / 1e9:.2f} GB free on {jax.local_devices()[0].device_kind}: set "
+    "config.input.placement=host, or placement=auto with config.input.device_budget (now "
+    f"{input_config.device_budget}) below {per_device / total:.3f}")
+
+
 def fields_of(source, rows, fields, stride=1):
   """The batch of split positions `rows` without its images: the fields, names and dtypes of
   `source`'s records (LabelledSource), read from memory; `fields` hold this process's rows
@@ -199,6 +223,7 @@ class Feed:
     if self.placement == "host":
       self.host_ops = augment.fit_spec(self.shapes["train"])
       return
+    _check_free_memory(per_device, input_config)
     self.host_ops = ""
     stride, me = jax.process_count(), jax.process_index()
     threads = input_config.num_threads
