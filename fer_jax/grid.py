@@ -6,7 +6,9 @@ A grid spec is a config file whose `get_config(arg)` gives:
   data:       the dataset argument of every method config (e.g. "synthetic", "raf_db")
   methods:    config names under configs/ (e.g. ("baseline", "eac"))
   noise:      settings, each "none", "<kind>:<rate>" (symmetric:0.3, asymmetric_lanet:0.2, ...)
-              or "file:<path>" (a noisy label file in the dataset's format)
+              or "file:<path>" (a noisy label file in the dataset's format); "instance:<rate>"
+              adds a run <root>/instance_noise_model (CE on the clean labels recording its
+              averaged predictions) that runs after the pretraining and before the others
   seeds:      run seeds (`config.seed`); the noisy labels stay those of `config.noise.seed`
   overrides:  ((field, value), ...) for every run (`--config.<field>=<value>`), e.g.
               (("dataset.data_dir", "/data/raf-basic"),)
@@ -18,8 +20,10 @@ Each run gets its own workdir under --root, named <method>_<noise>_s<seed>. A ru
 summary.json exists is skipped; an interrupted one resumes from its checkpoints. Every command
 is appended to <root>/commands.sh as it starts. At the end <root> holds results.md and
 results.csv (mean ± std over seeds of final, best and mean-of-last-5 accuracy, with the
-commands), accuracy_vs_noise.png (when the grid has several noise rates) and curves.png
-(test accuracy per epoch of every run). The library behind it is fer_jax/experiments/grid_runs.py.
+commands), accuracy_vs_noise.png (when the grid has several noise rates), curves.png
+(test accuracy per epoch of every run) and flip_matrices.png (each noise setting's per-class
+flip matrix of the labels its runs trained on). The library behind it is
+fer_jax/experiments/grid_runs.py.
 """
 
 import pathlib

@@ -3,8 +3,10 @@
 import json
 import sys
 
+import numpy as np
 import pytest
 
+from fer_jax import expressions
 from fer_jax.experiments import grid_runs
 from tests.test_results import _run
 
@@ -118,9 +120,46 @@ def test_jobs_run_together_after_the_pretraining_and_failures_are_named(tmp_path
               f"sys.exit({code})")
     return tmp_path / name, [sys.executable, "-c", script]
 
-  runs = [run("pretrain", 0.5), run("a", 1.0), run("b", 1.0, code=3), run("c", 0.0)]
+  runs = [run("pretrain", 0.5), run(grid_runs.NOISE_MODEL, 0.5), run("a", 1.0),
+          run("b", 1.0, code=3), run("c", 0.0)]
   assert grid_runs.execute(runs, tmp_path, jobs=2) == [tmp_path / "b"]
   order = log.read_text().splitlines()
   assert order[:2] == ["start pretrain", "end pretrain"]  # the runs read its export
-  assert sorted(order[2:4]) == ["start a", "start b"]  # two at a time
+  # ... and the noise model's predictions
+  assert order[2:4] == [f"start {grid_runs.NOISE_MODEL}", f"end {grid_runs.NOISE_MODEL}"]
+  assert sorted(order[4:6]) == ["start a", "start b"]  # two at a time
   assert order.index("start c") > min(order.index("end a"), order.index("end b"))
+
+
+def test_instance_noise_grid_runs_its_clean_ce_model_first_and_draws_both_flip_matrices(
+    tmp_path):
+  spec = grid_runs.load_spec("configs/grids/synthetic.py:methods=baseline+eac+ncct+lanet+scn+"
+                             "rul+nla+resup,noise=symmetric:0.3+instance:0.3")
+  runs = grid_runs.plan(spec, tmp_path)
+  names = [w.name for w, _ in runs]
+  assert names[:2] == ["pretrain", grid_runs.NOISE_MODEL] and len(names) == 2 + 8 * 2 * 3
+  model = dict(runs)[tmp_path / grid_runs.NOISE_MODEL]
+  assert "configs/baseline.py:synthetic,record_train_probabilities=true" in model
+  assert {"--config.dataset.num_train=1000", "--config.num_epochs=45", "--config.seed=0",
+          f"--config.init_from={tmp_path / 'pretrain' / 'model'}"} <= set(model)
+  resup = dict(runs)[tmp_path / "resup_instance0.3_s2"]
+  assert (f"configs/resup.py:synthetic,noise=0.3,noise_kind=instance,noise_predictions="
+          f"{tmp_path / grid_runs.NOISE_MODEL}") in resup
+  assert "--config.seed=2" in resup
+  assert grid_runs.grid_workdirs(runs) == [w for w, _ in runs[2:]]
+  # flip_matrices.png: one panel per setting, from the noise/ files the runs wrote.
+  clean = np.repeat(np.arange(7), 10)
+  for name, noisy in (("baseline_symmetric0.3_s0", (clean + 1) % 7),
+                      ("baseline_instance0.3_s0", np.where(clean == 1, 5, clean)),
+                      ("eac_instance0.3_s0", clean)):
+    noise = tmp_path / name / "noise"
+    noise.mkdir(parents=True)
+    np.savez(noise / "labels.npz", clean=clean, noisy=noisy, flipped=clean != noisy)
+    kind = name.split("_")[1][:-3]
+    (noise / "report.json").write_text(json.dumps(
+      {"kind": kind, "rate": 0.3, "class_names": list(expressions.RAF_DB)}))
+  panels, class_names = grid_runs.flip_panels(runs)
+  assert [p[0] for p in panels] == ["symmetric 0.3", "instance 0.3"]  # eac's: the same setting
+  assert class_names == list(expressions.RAF_DB) and (panels[1][2] == 5).sum() == 20
+  grid_runs.plot(runs, tmp_path)
+  assert (tmp_path / "flip_matrices.png").exists()

@@ -22,6 +22,13 @@ different from the synthetic recipe's). The README's CE/EAC tables from the land
   python -m fer_jax.grid --grid configs/grids/synthetic.py:methods=baseline+eac,pretrain=landmarks,recipe=paper,epochs=60 \
       --root runs/grid_synthetic_224 --jobs 6
 
+Every method at 30% symmetric and 30% instance-dependent noise (docs/noise.md; the grid first
+trains the clean CE run whose averaged predictions make the instance-dependent labels, then
+every method on both), the table of docs/results.md "Instance-dependent noise":
+
+  python -m fer_jax.grid --grid configs/grids/synthetic.py:methods=baseline+eac+ncct+lanet+scn+rul+nla+resup,noise=symmetric:0.3+instance:0.3 \
+      --root runs/grid_synthetic_idn
+
 Every method starts from the same expression-pretrained backbone with a fresh head
 (configs/pretrain_expression.py, run once first: CE on 3,000 other synthetic faces with their
 true labels; `init_head=False` keeps its backbone only, as the papers drop their face network's

@@ -20,6 +20,12 @@ from absl import logging
 from fer_jax import cli
 from fer_jax.experiments import workdirs
 
+# The runs other runs read, which finish before any of those starts and stay out of the
+# tables: the pretraining (its model/ is every run's init_from) and the CE run on the clean
+# labels whose averaged predictions make the instance-dependent noise (its workdir is every
+# `instance:<rate>` run's noise_predictions).
+PRETRAIN, NOISE_MODEL = "pretrain", "instance_noise_model"
+
 
 def load_spec(path_and_arg):
   """The grid spec ConfigDict of `path[:arg]`."""
@@ -67,8 +73,9 @@ def check_configs(spec):
                            + cli.unknown_name_hint(name, config_names()))
 
 
-def noise_args(setting):
-  """(config-argument suffix, workdir tag) of a noise setting."""
+def noise_args(setting, root=None):
+  """(config-argument suffix, workdir tag) of a noise setting; an instance-dependent one reads
+  the predictions of <root>/NOISE_MODEL."""
   kind, _, value = setting.partition(":")
   if kind == "none" and not value:
     return "", "clean"
@@ -81,7 +88,10 @@ def noise_args(setting):
   if not 0 < rate < 1:
     raise cli.UsageError(f"grid noise setting {setting!r}: expected 'none', "
                          "'<kind>:<rate in (0, 1)>' or 'file:<path>'")
-  return f",noise={rate},noise_kind={kind}", f"{kind}{rate:g}"
+  suffix = f",noise={rate},noise_kind={kind}"
+  if kind == "instance":
+    suffix += f",noise_predictions={pathlib.Path(root or '.') / NOISE_MODEL}"
+  return suffix, f"{kind}{rate:g}"
 
 
 def shown(cmd):
@@ -96,20 +106,27 @@ def run_command(config_arg, workdir, overrides):
 
 
 def plan(spec, root):
-  """[(workdir, command)] of every run, the pretraining first."""
+  """[(workdir, command)] of every run: the pretraining first, then the instance-dependent
+  noise's CE run (where a setting needs it: configs/baseline.py on the clean labels, seed 0,
+  with the grid's overrides and the baseline's own), then the grid."""
   check_configs(spec)
   root = pathlib.Path(root)
   overrides = dict(spec.get("overrides", ()))
   per_method = dict(spec.get("method_overrides", ()))
   runs = []
   if spec.get("pretrain"):
-    pre = root / "pretrain"
+    pre = root / PRETRAIN
     name, _, arg = spec.pretrain.partition(":")
     runs.append((pre, run_command(f"configs/{name}.py" + (f":{arg}" if arg else ""), pre, {})))
     overrides["init_from"] = str(pre / "model")
+  if any(setting.partition(":")[0] == "instance" for setting in spec.noise):
+    model = root / NOISE_MODEL
+    runs.append((model, run_command(
+      f"configs/baseline.py:{spec.data},record_train_probabilities=true", model,
+      {**overrides, **dict(per_method.get("baseline", ())), "seed": 0})))
   # Seed by seed, so that a grid stopped half-way has complete seeds for every method.
   for setting in spec.noise:
-    suffix, tag = noise_args(setting)
+    suffix, tag = noise_args(setting, root)
     for seed in spec.seeds:
       for method in spec.methods:
         workdir = root / f"{method}_{tag}_s{seed}"
@@ -144,8 +161,9 @@ def execute(runs, root, jobs=1):
 
   with open(pathlib.Path(root) / "commands.sh", "a") as log:
     for workdir, cmd in todo:
-      # The runs read the pretraining's export: it finishes before any of them starts.
-      while running and (len(running) >= jobs or running[0][0].name == "pretrain"):
+      # The runs read the pretraining's export and the noise model's predictions: each
+      # finishes before any later run starts.
+      while running and (len(running) >= jobs or running[0][0].name in (PRETRAIN, NOISE_MODEL)):
         wait_one()
       workdir.parent.mkdir(parents=True, exist_ok=True)
       log.write(shown(cmd) + "\n")
@@ -159,10 +177,15 @@ def execute(runs, root, jobs=1):
   return failed
 
 
+def grid_workdirs(runs):
+  """The workdirs of `runs` that the tables count: all but the pretraining and noise model."""
+  return [w for w, _ in runs if w.name not in (PRETRAIN, NOISE_MODEL)]
+
+
 def write_tables(runs, root):
   """results.md and results.csv from the finished runs of the grid; returns the Markdown."""
   root = pathlib.Path(root)
-  finished = workdirs.load_runs([w for w, _ in runs if w.name != "pretrain"])
+  finished = workdirs.load_runs(grid_workdirs(runs))
   commands = "\n".join(shown(cmd) for _, cmd in runs)
   text = (workdirs.table(finished) + "\nCommands (`python -m fer_jax.grid` runs each once):\n\n"
           f"```bash\n{commands}\n```\n")
@@ -178,14 +201,68 @@ def write_tables(runs, root):
   return text
 
 
+def flip_panels(runs):
+  """[(title, clean, noisy)] of each noise setting of `runs`, from the noise/labels.npz of its
+  first run that wrote one (every method of a setting trains on the same labels), and the
+  class names."""
+  panels, seen, class_names = [], set(), None
+  for workdir in grid_workdirs(runs):
+    saved = workdir / "noise" / "labels.npz"
+    if not saved.exists():
+      continue
+    report = json.loads((workdir / "noise" / "report.json").read_text())
+    title = " ".join(str(report[k]) for k in ("kind", "rate", "file") if k in report)
+    if title in seen:
+      continue
+    seen.add(title)
+    with np.load(saved) as labels:
+      panels.append((title, labels["clean"], labels["noisy"]))
+    class_names = report["class_names"]
+  return panels, class_names
+
+
+def plot_flip_matrices(panels, class_names, path):
+  """Draws, side by side, each panel's (title, clean, noisy) per-class flip matrix: row c the
+  training samples of clean class c, column d the share of them labelled d (in %; the diagonal,
+  the labels kept, in grey)."""
+  import matplotlib  # plotting is optional at import time
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+
+  num_classes = len(class_names)
+  fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels) + 0.6, 4.4),
+                           squeeze=False)
+  for ax, (title, clean, noisy) in zip(axes[0], panels):
+    counts = np.zeros((num_classes, num_classes))
+    np.add.at(counts, (np.asarray(clean), np.asarray(noisy)), 1)
+    share = 100 * counts / np.maximum(counts.sum(1, keepdims=True), 1)
+    flips = np.ma.masked_array(share, np.eye(num_classes, dtype=bool))
+    ax.imshow(np.eye(num_classes), cmap="Greys", vmin=0, vmax=4)
+    image = ax.imshow(flips, cmap="Reds", vmin=0, vmax=max(float(flips.max() or 0), 1.0))
+    for (c, d), value in np.ndenumerate(share):
+      if value:
+        ax.text(d, c, f"{value:.0f}", ha="center", va="center", fontsize=7)
+    flipped = int((np.asarray(clean) != np.asarray(noisy)).sum())
+    ax.set_title(f"{title}: {flipped} of {len(clean)} flipped", fontsize=9)
+    ax.set_xticks(range(num_classes), class_names, rotation=60, fontsize=7)
+    ax.set_yticks(range(num_classes), class_names, fontsize=7)
+    ax.set_xlabel("noisy label")
+    ax.set_ylabel("clean label")
+    fig.colorbar(image, ax=ax, fraction=0.046, label="% of the clean class, flipped")
+  fig.tight_layout()
+  fig.savefig(path, dpi=120)
+  plt.close(fig)
+
+
 def plot(runs, root):
-  """accuracy_vs_noise.png (several rates only) and curves.png of the finished runs."""
+  """accuracy_vs_noise.png (several rates only), curves.png and flip_matrices.png (the noise
+  settings' flip matrices, plot_flip_matrices) of the finished runs."""
   import matplotlib  # plotting is optional at import time
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
 
   root = pathlib.Path(root)
-  finished = workdirs.load_runs([w for w, _ in runs if w.name != "pretrain"])
+  finished = workdirs.load_runs(grid_workdirs(runs))
   clean, lines = {}, {}  # a method's clean point starts each of its noise-kind lines
   for (method, _, kind, rate), members in workdirs.groups(finished).items():
     final = [100 * s["final_accuracy"] for _, s in members]
@@ -208,7 +285,7 @@ def plot(runs, root):
   curves = []
   for workdir, _ in runs:
     metrics = workdir / "metrics.jsonl"
-    if workdir.name == "pretrain" or not metrics.exists():
+    if workdir.name in (PRETRAIN, NOISE_MODEL) or not metrics.exists():
       continue
     rows = [json.loads(line) for line in metrics.read_text().splitlines()]
     points = [(r["epoch"], 100 * r["eval_accuracy"]) for r in rows if "eval_accuracy" in r]
@@ -223,3 +300,6 @@ def plot(runs, root):
     fig.tight_layout()
     fig.savefig(root / "curves.png", dpi=120)
     plt.close(fig)
+  panels, class_names = flip_panels(runs)
+  if panels:
+    plot_flip_matrices(panels, class_names, root / "flip_matrices.png")
