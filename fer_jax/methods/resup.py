@@ -124,7 +124,7 @@ def _beta_fit(x, r):
 def clean_posterior(cosines):
   """Fits the code's two-component Beta mixture to one network's training-set cosines.
 
-  Float64 on the host: the cosines clipped as in a step, then to [1e-4, 1 - 1e-4]; start
+  Float64 on the host: the cosines clipped in float32 as in a step, then to [1e-4, 1 - 1e-4]; start
   Beta(1, 2) (component 0, noisy) and Beta(2, 1) (component 1, clean), weights 1/2; exactly
   10 EM iterations (responsibilities from the weighted densities floored at 1e-12; each
   component refitted by weighted moments). The table is the clean posterior on 100 points from
@@ -135,7 +135,7 @@ def clean_posterior(cosines):
   Returns:
     {"table": (100,), "alpha": (2,), "beta": (2,), "weight": (2,)}, float64 numpy.
   """
-  x = clip_cosines(np.asarray(cosines, np.float64), np)
+  x = clip_cosines(np.asarray(cosines, np.float32), np).astype(np.float64)  # clipped as a step
   x = np.clip(x, FIT_CLIP, 1 - FIT_CLIP)
   alpha, beta, weight = np.array([1.0, 2.0]), np.array([2.0, 1.0]), np.array([0.5, 0.5])
 
