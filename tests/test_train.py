@@ -347,3 +347,21 @@ def test_two_processes_train_as_one_and_resume_each_data_position(tmp_path):
   logs = _two_host_run(workdir, 2)  # one more epoch: both resume from their own position
   assert all("Resumed from" in log for log in logs)
   assert len(json.loads((workdir / "summary.json").read_text())["history"]) == 2
+
+
+def test_a_workdir_of_an_earlier_version_resumes_unless_a_field_changes(tmp_path):
+  config = baseline.get_config("synthetic")
+  saved = json.loads(config.to_json_best_effort())
+  del saved["noise"]["predictions"]  # a field added later, off here ("")
+  (tmp_path / "config.json").write_text(json.dumps(saved))
+  assert train._check_config(tmp_path, config) == saved
+  saved["optimizer"]["lr"] *= 2
+  (tmp_path / "config.json").write_text(json.dumps(saved))
+  with pytest.raises(ValueError, match=r"optimizer\.lr"):
+    train._check_config(tmp_path, config)
+  del saved["optimizer"]["lr"]  # an added field that is on (not False, "" or None) changes the run
+  saved["optimizer"]["lr"] = config.optimizer.lr
+  del saved["batch_size"]
+  (tmp_path / "config.json").write_text(json.dumps(saved))
+  with pytest.raises(ValueError, match="batch_size"):
+    train._check_config(tmp_path, config)
