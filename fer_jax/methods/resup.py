@@ -27,7 +27,7 @@ import numpy as np
 import optax
 from scipy import stats
 
-from fer_jax import schedule
+from fer_jax import cli, schedule
 from fer_jax.methods import known_flips
 from fer_jax.models import resnet, weights
 
@@ -78,9 +78,12 @@ def init_variables(config, variables):
     logging.warning("config.resup.peer_init_from is empty: network 1 starts from a random init "
                     "(the official code starts it from ImageNet weights)")
     return variables
-  loaded, meta = weights.load(source)
-  peer = {col: {"backbone": tree["peer_backbone"]} for col, tree in variables.items()}
-  merged = weights.merge(peer, weights.without_heads(loaded), source=source)
+  try:
+    loaded, meta = weights.load(source)
+    peer = {col: {"backbone": tree["peer_backbone"]} for col, tree in variables.items()}
+    merged = weights.merge(peer, weights.without_heads(loaded), source=source)
+  except (FileNotFoundError, cli.UsageError) as e:
+    raise cli.UsageError(f"config.resup.peer_init_from={config.resup.peer_init_from!r}: {e}") from e
   logging.info("Network 1 initialised from %s (%s)", source, meta.get("source", ""))
   return {col: {**tree, "peer_backbone": merged[col]["backbone"]}
           for col, tree in variables.items()}
