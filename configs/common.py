@@ -103,6 +103,10 @@ def base_config(method, data="synthetic", noise=0.0, noise_kind="symmetric", noi
       image_size=224,
       # Augmentation, run inside the jitted step on the devices (fer_jax/data/device_ops.py):
       train_ops="",  # filled by the method config
+      # Normalisation, RGB on [0, 1]: empty for ImageNet's mean and std. Recorded in model.json,
+      # so evaluation, predict and the exports normalise as training did.
+      mean=(),
+      std=(),
       # Where the decoded splits live (fer_jax/data/feed.py): device (decoded once into device
       # memory, batches gathered there) | host (grain decodes every batch) | auto (device when
       # the decoded splits take at most `device_budget` of one device's memory).

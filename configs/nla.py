@@ -6,22 +6,29 @@ r"""NLA (Navigating Label Ambiguity, AAAI 2025): fer_jax/methods/nla.py,
       --config.dataset.data_dir=$RAF --config.init_from=weights/msceleb_r18 --workdir runs/nla_raf30
 
 Arguments after ':' are `data` (bare first word) and key=value pairs: noise, noise_kind,
-noise_file, recipe (auto | paper, configs/common.py), runlocal.
+noise_file, stats (raf_db: the code's RAF-DB mean and std, the default | imagenet: those of
+every other fer_jax model), recipe (auto | paper, configs/common.py), runlocal.
 
 Recipe (the official code, HEAD b86f31f): Adam with coupled L2 1e-4, lr 1e-4, x0.9 per epoch,
 60 epochs, batch 32, 224 px; Gaussian pixel noise (p 0.5, var 30) on the raw image, resize,
 flip (p 0.5), random erasing (p 0.5, 0.02-0.3) after normalisation; the mirror view is the
-flipped final image. Loss weights 0.5 / 0.5 / 0.5, t_lambda 1, the two Gaussians of the code.
-One deviation: images are normalised with the ImageNet mean/std every fer_jax model uses, not
-the RAF-DB statistics of the code (docs/methods.md).
+flipped final image; normalisation with RAF-DB's mean and std (recorded in model.json, so
+evaluation, predict and the exports use them too). Loss weights 0.5 / 0.5 / 0.5, t_lambda 1,
+the two Gaussians of the code.
 """
 
 from configs import common
 
+# The official code's normalisation: RAF-DB's RGB mean and std on [0, 1].
+RAF_DB_MEAN, RAF_DB_STD = (0.577, 0.4494, 0.4001), (0.2628, 0.2395, 0.2383)
+STATS = ("raf_db", "imagenet")
+
 
 def get_config(arg=None):
-  arg = common.parse_arg(arg, **common.ARG_DEFAULTS)
-  c = common.base_config("nla", **arg)
+  arg = common.parse_arg(arg, **common.ARG_DEFAULTS, stats="raf_db")
+  if arg.stats not in STATS:
+    raise ValueError(f"config argument stats={arg.stats!r}: expected one of {list(STATS)}")
+  c = common.base_config("nla", **{k: arg[k] for k in common.ARG_DEFAULTS})
   c.nla = dict(
     lam=0.5,  # weight of the CE and of the weighted CE; the JSD's is 1 - lam
     t_lambda=1.0,  # scale of the true branch's weight
@@ -40,4 +47,6 @@ def get_config(arg=None):
   c.input.train_ops = (f"gaussian_noise(p=0.5, var=30.0)|resize({c.input.image_size})|"
                        "flip_lr(p=0.5)|random_erasing(scale=(0.02, 0.3))")
   c.input.eval_ops = common.eval_ops(c.input.image_size)
+  if arg.stats == "raf_db":
+    c.input.mean, c.input.std = RAF_DB_MEAN, RAF_DB_STD
   return c

@@ -58,11 +58,12 @@ def make(method, model, config, inputs, augment_ops):
                                                          lambda _: True)(config):
     return None
   dtype = jnp.dtype(resnet.compute_dtype(config.dtype))
+  statistics = pipeline.statistics(config.input)
 
   def outputs_of(state, batch, rng, stream, number):
     if augment_ops is not None:
       batch = augment_ops(batch, jax.random.fold_in(jax.random.fold_in(rng, stream), number))
-    batch = pipeline.to_model_input(batch, dtype=dtype)
+    batch = pipeline.to_model_input(batch, *statistics, dtype=dtype)
     out = method.epoch_outputs(state, batch, model=model, config=config)
     return {**out, "index": batch["index"], "_mask": batch["_mask"]}
 

@@ -62,7 +62,8 @@ def train_step(state, batch, rng, *, model, tx, method, config, lr_fn, augment=N
   if augment is not None:
     augment_rng, rng = jax.random.split(rng)
     batch = augment(batch, augment_rng)
-  batch = pipeline.to_model_input(batch, dtype=jnp.dtype(resnet.compute_dtype(config.dtype)))
+  batch = pipeline.to_model_input(batch, *pipeline.statistics(config.input),
+                                  dtype=jnp.dtype(resnet.compute_dtype(config.dtype)))
   grad_fn = jax.value_and_grad(method.loss_fn, has_aux=True)
   (loss, aux), grads = grad_fn(state.params, state, batch, rng, model=model, config=config)
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
@@ -86,12 +87,14 @@ def train_step(state, batch, rng, *, model, tx, method, config, lr_fn, augment=N
   return new_state, metrics
 
 
-def eval_step(state, batch, *, model, num_classes, dtype, preprocess=None):
+def eval_step(state, batch, *, model, num_classes, dtype, preprocess=None,
+              statistics=(pipeline.IMAGENET_MEAN, pipeline.IMAGENET_STD)):
   """Confusion-matrix counts and summed CE of the real (unmasked) examples of a batch, after
-  `preprocess` (the device_ops eval pipeline, deterministic) if given."""
+  `preprocess` (the device_ops eval pipeline, deterministic) if given, normalised with the
+  (mean, std) `statistics`."""
   if preprocess is not None:
     batch = preprocess(batch, jax.random.key(0))
-  x = pipeline.to_model_input(batch, dtype=dtype)["image"]
+  x = pipeline.to_model_input(batch, *statistics, dtype=dtype)["image"]
   logits, _ = model.apply(state.variables(), x, train=False)
   mask = batch["_mask"].astype(jnp.int32)
   confusion = jnp.zeros((num_classes, num_classes), jnp.int32)
@@ -294,7 +297,8 @@ def _train_and_evaluate(config, workdir, lock):
   p_eval_step = jax.jit(functools.partial(eval_step, model=model,
                                           num_classes=config.model.num_classes,
                                           dtype=jnp.dtype(resnet.compute_dtype(config.dtype)),
-                                          preprocess=_ops(config, "eval_ops")))
+                                          preprocess=_ops(config, "eval_ops"),
+                                          statistics=pipeline.statistics(config.input)))
   # Tracing both steps on real batches checks what only the steps read (the method's config
   # fields, the batch fields it needs) before anything is written; the traces are reused when
   # the steps first run.
@@ -461,12 +465,13 @@ def _finish(workdir, config, dataset, noise_report, state, meta):
       # negative head, a landmark branch, a log-variance branch) is left out of the model.
       inference = {collection: {k: v for k, v in tree.items() if k in ("backbone", "neck", "head")}
                    for collection, tree in jax.device_get(state.variables()).items()}
+      mean, std = pipeline.statistics(config.input)
       _write_model(workdir, earlier, step, inference, {
         "arch": config.model.arch, "width": config.model.width,
         "num_classes": config.model.num_classes, "class_names": list(dataset.class_names),
         "neck": config.model.get("neck", "pool"),
-        "image_size": config.input.image_size, "mean": list(pipeline.IMAGENET_MEAN),
-        "std": list(pipeline.IMAGENET_STD), "has_head": "head" in inference["params"],
+        "image_size": config.input.image_size, "mean": list(mean), "std": list(std),
+        "has_head": "head" in inference["params"],
         "source": f"trained: {workdir.absolute()}", "step": step,
       })
   logging.info("final accuracy %.4f, best %.4f (epoch %d), mean of last 5 %.4f",

@@ -7,6 +7,8 @@ import numpy as np
 import optax
 
 from configs import nla as nla_config
+from fer_jax import inference, train
+from fer_jax.data import sources
 from fer_jax.methods import nla, views
 from tests import steps
 
@@ -114,3 +116,16 @@ def test_official_recipe_on_raf_db():
     "adam", 1e-4, 1e-4, "exponential", 0.9, 1)
   assert c.input.train_ops == ("gaussian_noise(p=0.5, var=30.0)|resize(224)|flip_lr(p=0.5)|"
                                "random_erasing(scale=(0.02, 0.3))")
+
+
+def test_tiny_run_normalises_with_the_raf_db_statistics_and_serves_with_them(tmp_path):
+  config = nla_config.get_config("synthetic,runlocal=true")
+  config.dataset.cache_dir = str(tmp_path / "cache")
+  config.dataset.num_train, config.num_epochs, config.progress_bar = 32, 1, False
+  summary = train.train_and_evaluate(config, tmp_path / "run")
+  model, variables, meta = inference.load_model(tmp_path / "run")
+  assert (meta["mean"], meta["std"]) == ([0.577, 0.4494, 0.4001], [0.2628, 0.2395, 0.2383])
+  probs, labels = inference.predict_source(model, variables, meta,
+                                           sources.load(config.dataset).test, config.input.eval_ops)
+  assert np.mean(probs.argmax(1) == labels) == summary["final_accuracy"]
+  assert nla_config.get_config("raf_db,stats=imagenet").input.mean == ()

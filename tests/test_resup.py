@@ -11,7 +11,7 @@ import pytest
 
 from configs import resup as resup_config
 from fer_jax import inference, train
-from fer_jax.data import pipeline, sources
+from fer_jax.data import sources
 from fer_jax.methods import resup
 from tests import steps
 
@@ -173,9 +173,8 @@ def test_end_of_epoch_pass_resumes_exactly_on_both_input_paths_and_serves_networ
   # model/ holds network 0 alone and serves its predictions: the last eval's confusion matrix.
   model, variables, meta = inference.load_model(tmp_path / "whole")
   assert set(variables["params"]) == {"backbone", "head"}
-  test = sources.load(config.dataset).test
-  batch = next(pipeline.eval_batches(test, config.input.eval_ops, len(test)))
-  logits = model.apply(variables, pipeline.to_model_input(batch)["image"], train=False)[0]
+  probs, labels = inference.predict_source(model, variables, meta,
+                                           sources.load(config.dataset).test, config.input.eval_ops)
   confusion = np.zeros((7, 7), int)
-  np.add.at(confusion, (batch["label"], np.asarray(logits).argmax(1)), 1)
+  np.add.at(confusion, (labels, probs.argmax(1)), 1)
   assert confusion.tolist() == whole["confusion_matrix"]

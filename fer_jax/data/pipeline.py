@@ -18,6 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from fer_jax import cli
 from fer_jax.data import augment, sampler
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -189,6 +190,17 @@ class Prefetch:
     """Stops the thread (it would otherwise hold its batches until the process exits)."""
     self._stop.set()
     self._thread.join()
+
+
+def statistics(input_config):
+  """(mean, std) of RGB on [0, 1] that a run normalises with: config.input.mean and std, or
+  ImageNet's where they are empty (every method but NLA's official recipe)."""
+  mean, std = tuple(input_config.get("mean") or IMAGENET_MEAN), tuple(
+    input_config.get("std") or IMAGENET_STD)
+  if len(mean) != 3 or len(std) != 3 or min(std) <= 0:
+    raise cli.UsageError(f"config.input.mean={mean} and config.input.std={std}: expected three "
+                         "values each (RGB, on [0, 1]), the std positive")
+  return mean, std
 
 
 def to_model_input(batch, mean=IMAGENET_MEAN, std=IMAGENET_STD, dtype=jnp.float32):
