@@ -163,9 +163,9 @@ def _check_config(workdir, config):
     now = traverse_util.flatten_dict(new, sep=".")
     if now.get("model.num_classes") == 0:  # to be counted from the data (it is checked then)
       now["model.num_classes"] = old.get("model.num_classes")
-    # A field that a later fer_jax added, and that is off here (False, 0, "", None), leaves the
+    # A field that a later fer_jax added, and that is off here (False, 0, empty, None), leaves the
     # run as its saved config describes it: a workdir of an earlier version still resumes.
-    added_off = {k for k in set(now) - set(old) if now[k] in (False, "", None)}
+    added_off = {k for k in set(now) - set(old) if not now[k]}
     changed = sorted(k for k in set(old) | set(now) if old.get(k) != now.get(k)
                      and k not in _RESUMABLE_CHANGES and k not in added_off)
     if changed:
