@@ -10,8 +10,8 @@ import optax
 import pytest
 
 from configs import resup as resup_config
-from fer_jax import inference, train
-from fer_jax.data import sources
+from fer_jax import epoch_pass, inference, train
+from fer_jax.data import feed, sources
 from fer_jax.methods import resup
 from tests import steps
 
@@ -136,6 +136,26 @@ def test_degenerate_fit_is_nan_as_the_code_and_keeps_the_previous_table(caplog):
   np.testing.assert_allclose(table[0], resup.clean_posterior(cosines[:, 0])["table"], rtol=1e-6)
   np.testing.assert_array_equal(table[1], previous[1])
   assert "network 1's Beta mixture fit is degenerate" in caplog.text
+
+
+def test_end_of_epoch_pass_reads_every_training_example_once_on_both_paths(tmp_path):
+  config = resup_config.get_config("synthetic,runlocal=true")
+  config.dataset.cache_dir = str(tmp_path / "cache")
+  config.dataset.num_train = 21  # three batches of 8, the last padded
+  dataset = sources.load(config.dataset)
+  mesh = train.create_mesh(jax.devices())
+  sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data"))
+  seen = {}
+  for placement in ("device", "host"):
+    config.input.placement = placement
+    inputs = feed.Feed(dataset, config.input, sharding, progress=False)
+    batches = [jax.device_get(b) for b in epoch_pass.train_split_batches(inputs, 8)]
+    index = np.concatenate([b["index"][b["_mask"]] for b in batches])
+    assert len(batches) == 3 and sorted(index.tolist()) == list(range(21))
+    seen[placement] = batches
+  for a, b in zip(seen["device"], seen["host"], strict=True):
+    for key in a:
+      np.testing.assert_array_equal(a[key], b[key], err_msg=key)
 
 
 def _run(tmp_path, name, **overrides):
