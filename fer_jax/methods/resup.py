@@ -179,9 +179,9 @@ def loss_fn(params, state, batch, rng, *, model, config):
   epoch = state.step // state.extra["steps_per_epoch"]
   loss = jnp.where(epoch == 0, jnp.mean(ce0 + ce1), suppressed)
   metrics = {"ce": ce0.mean(), "peer_ce": ce1.mean(), "agreement_mse": agreement.mean(),
-             "weight": w0.mean(), "peer_weight": w1.mean(),
+             "weight": w1.mean(), "peer_weight": w0.mean(),  # of network 0's CE, 1's
              "peer_accuracy": jnp.mean(jnp.argmax(peer_logits, -1) == labels)}
-  metrics.update(known_flips.weight_by_label(w0, batch))
+  metrics.update(known_flips.weight_by_label(w1, batch))
   return loss, {"batch_stats": mutated["batch_stats"], "extra": state.extra,
                 "metrics": metrics, "logits": logits}
 
