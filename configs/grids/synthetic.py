@@ -7,7 +7,9 @@ three seeds.
 Arguments: seeds, methods ("+"-separated config names), noise ("+"-separated settings),
 pretrain (below), batch_size, lr, decay_rate (per epoch), epochs; the last four default to the
 synthetic recipe with 45 epochs and are passed to every run only where they differ from it;
-dtype (auto | float32 | bfloat16, config.dtype of every run: compare the two on a GPU).
+dtype (auto | float32 | bfloat16, config.dtype of every run: compare the two on a GPU);
+runlocal=true shrinks every run and the pretraining to the configs' smoke-test size (a script's
+smoke run, not a benchmark).
 recipe=paper runs every method (and the pretraining) at the papers' 224 px with a full-width
 ResNet-18, and with each method's own batch size, lr and decay unless given here (and
 different from the synthetic recipe's). The README's CE/EAC tables from the landmark start:
@@ -71,23 +73,26 @@ def get_config(arg=None):
   defaults = recipe()
   arg = common.parse_arg(arg, seeds=3, methods="baseline+eac+ncct+lanet+scn+rul",
                          noise="symmetric:0.3", epochs=45, recipe="auto", pretrain="expression",
-                         dtype="auto", **defaults)
+                         dtype="auto", runlocal=False, **defaults)
   if arg.pretrain not in PRETRAININGS:
     raise ValueError(f"grid argument pretrain={arg.pretrain!r}: expected one of {PRETRAININGS}")
   if arg.recipe not in common.RECIPES:
     raise ValueError(f"grid argument recipe={arg.recipe!r}: expected one of {list(common.RECIPES)}")
   paper = arg.recipe == "paper"
-  overrides = [("dataset.num_train", 1000), ("num_epochs", arg.epochs)]
+  local = ",runlocal=true" if arg.runlocal else ""
+  overrides = [("num_epochs", arg.epochs)] if arg.runlocal else [("dataset.num_train", 1000),
+                                                                  ("num_epochs", arg.epochs)]
   overrides += [(field, arg[k]) for k, field in FIELDS.items() if arg[k] != defaults[k]]
   if arg.dtype != "auto":
     overrides.append(("dtype", arg.dtype))
+  pretrain_arg = ",".join(["recipe=paper"] * paper + ["runlocal=true"] * arg.runlocal)
   if arg.pretrain == "expression":  # its 7-way head is dropped, as the papers drop their fc
     overrides.append(("init_head", False))
   return mlc.ConfigDict(dict(
-    data="synthetic,recipe=paper" if paper else "synthetic",
+    data=("synthetic,recipe=paper" if paper else "synthetic") + local,
     methods=tuple(arg.methods.split("+")),
     noise=tuple(arg.noise.split("+")),
     seeds=tuple(range(arg.seeds)),
     overrides=tuple(overrides),
-    pretrain=f"pretrain_{arg.pretrain}" + (":recipe=paper" if paper else ""),
+    pretrain=f"pretrain_{arg.pretrain}" + (":" + pretrain_arg if pretrain_arg else ""),
   ))
