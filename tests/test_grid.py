@@ -78,7 +78,8 @@ def test_raf_db_grid_gives_lanet_its_landmarks_and_needs_a_data_dir(tmp_path):
 def test_synthetic_grid_trains_1000_images_45_epochs_and_takes_a_batch_size(tmp_path):
   spec = grid_runs.load_spec("configs/grids/synthetic.py")
   default = {w.name: cmd for w, cmd in grid_runs.plan(spec, tmp_path)}
-  assert len(default) == 1 + 6 * 3  # pretraining, then six methods x three seeds
+  assert len(default) == 1 + 8 * 3  # pretraining, then eight methods x three seeds
+  assert "--config.resup.peer_init_from=init_from" in default["resup_symmetric0.3_s0"]
   eac = default["eac_symmetric0.3_s2"]
   assert {"--config.dataset.num_train=1000", "--config.num_epochs=45",
           f"--config.init_from={tmp_path / 'pretrain' / 'model'}",

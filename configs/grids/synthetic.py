@@ -31,12 +31,12 @@ every method on both), the table of docs/results.md "Instance-dependent noise":
   python -m fer_jax.grid --grid configs/grids/synthetic.py:methods=baseline+eac+ncct+lanet+scn+rul+nla+resup,noise=symmetric:0.3+instance:0.3 \
       --root runs/grid_synthetic_idn
 
-Every method starts from the same expression-pretrained backbone with a fresh head
-(configs/pretrain_expression.py, run once first: CE on 3,000 other synthetic faces with their
-true labels; `init_head=False` keeps its backbone only, as the papers drop their face network's
-classifier): the stand-in for the papers' MS-Celeb start, whose features already separate the
-expressions (docs/design.md "Pretraining"). pretrain=landmarks starts from the label-free
-landmark-regression stand-in instead, pretrain=identity from the face-recognition one
+Every method (both networks of ReSup) starts from the same expression-pretrained backbone with a
+fresh head (configs/pretrain_expression.py, run once first: CE on 3,000 other synthetic faces
+with their true labels; `init_head=False` keeps its backbone only, as the papers drop their face
+network's classifier): the stand-in for the papers' MS-Celeb start, whose features already
+separate the expressions (docs/design.md "Pretraining"). pretrain=landmarks starts from the
+label-free landmark-regression stand-in instead, pretrain=identity from the face-recognition one
 (configs/pretrain_identity.py); EAC does not beat CE from either:
 
   python -m fer_jax.grid --grid configs/grids/synthetic.py:pretrain=landmarks \
@@ -71,7 +71,7 @@ def recipe():
 
 def get_config(arg=None):
   defaults = recipe()
-  arg = common.parse_arg(arg, seeds=3, methods="baseline+eac+ncct+lanet+scn+rul",
+  arg = common.parse_arg(arg, seeds=3, methods="baseline+eac+ncct+lanet+scn+rul+nla+resup",
                          noise="symmetric:0.3", epochs=45, recipe="auto", pretrain="expression",
                          dtype="auto", runlocal=False, **defaults)
   if arg.pretrain not in PRETRAININGS:
@@ -95,4 +95,6 @@ def get_config(arg=None):
     seeds=tuple(range(arg.seeds)),
     overrides=tuple(overrides),
     pretrain=f"pretrain_{arg.pretrain}" + (":" + pretrain_arg if pretrain_arg else ""),
+    # ReSup's second network (ImageNet in the code) starts from the same pretraining.
+    method_overrides=(("resup", (("resup.peer_init_from", "init_from"),)),),
   ))
