@@ -16,9 +16,9 @@ torchvision ImageNet ResNet-18), "init_from" for the same start as network 0, or
 init (a warning says so).
 
 Recipe (the official code): Adam lr 2e-4, no weight decay, x0.1 at epochs 10 and 20, 30 epochs,
-batch 96, 224 px; resize, flip (p 0.5), random erasing (p 0.5, 0.02-0.25) after normalisation;
-MSE weight 5; the weight tables refitted after every epoch. The code's 32 px zero-padded random
-crop applied with p 0.2 is left out (docs/methods.md).
+batch 96, 224 px; resize, flip (p 0.5), a 32 px zero-padded random crop applied with p 0.2
+(scaled with the image size), random erasing (p 0.5, 0.02-0.25) after normalisation; MSE
+weight 5; the weight tables refitted after every epoch.
 """
 
 from configs import common
@@ -36,7 +36,9 @@ def get_config(arg=None):
     common.synthetic_recipe(c)
   if arg.runlocal:
     c.num_epochs, c.batch_size = 2, 8
-  c.input.train_ops = (f"resize({c.input.image_size})|flip_lr(p=0.5)|"
+  size = c.input.image_size
+  pad = max(1, round(32 * size / 224))  # RandomApply([RandomCrop(224, padding=32)], p=0.2)
+  c.input.train_ops = (f"resize({size})|flip_lr(p=0.5)|pad_crop({pad}, p=0.2)|"
                        "random_erasing(scale=(0.02, 0.25))")
   c.input.eval_ops = common.eval_ops(c.input.image_size)
   return c

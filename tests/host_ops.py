@@ -107,10 +107,13 @@ def color_jitter(brightness=0.0, contrast=0.0, saturation=0.0, key="image"):
 
 
 @register
-def pad_crop(pad=4, key="image"):
-  """Zero-pad by `pad` on each side, then crop back at a random offset (torchvision RandomCrop)."""
+def pad_crop(pad=4, p=1.0, key="image"):
+  """With probability p (torchvision's RandomApply: the coin only where p < 1), zero-pad by `pad`
+  on each side, then crop back at a random offset (torchvision RandomCrop)."""
 
   def op(ex, rng):
+    if p < 1 and rng.random() >= p:
+      return ex
     img = ex[key]
     h, w = img.shape[:2]
     top, left = rng.integers(0, 2 * pad + 1, 2)

@@ -63,9 +63,9 @@ def _draws(op, ex, n, seed=0):
 
 
 def test_parse_reads_every_config_pipeline_like_the_host():
-  from configs import baseline, eac, lanet, ncct, rul, scn
+  from configs import baseline, eac, lanet, ncct, nla, resup, rul, scn
 
-  configs = (baseline, eac, lanet, ncct, rul, scn)
+  configs = (baseline, eac, lanet, ncct, nla, resup, rul, scn)
   specs = [m.get_config("synthetic").input.train_ops for m in configs]
   specs.append(eac.train_ops(24, "reflip"))
   host_ex = {**_face(size=40), "index": np.int32(0)}
@@ -251,6 +251,19 @@ def test_pad_crop_draws_follow_torchvision():
   """RandomCrop(padding=4).get_params: top and left independent and uniform on 0..8."""
   offsets = _draws(device_ops.pad_crop(4), {"image": jnp.zeros((24, 24, 3))}, 40000)
   assert draws.categorical(offsets, np.full((9, 9), 1 / 81)) > P_MIN
+
+
+def test_pad_crop_fires_with_probability_p():
+  """RandomApply([RandomCrop(padding=4)], p=0.2): the image itself (offset (4, 4)) with
+  probability 0.8, else an offset uniform on 0..8 x 0..8; the host reference does the same."""
+  expected = np.full((9, 9), 0.2 / 81)
+  expected[4, 4] += 0.8
+  offsets = _draws(device_ops.pad_crop(4, p=0.2), {"image": jnp.zeros((24, 24, 3))}, 40000)
+  assert draws.categorical(offsets, expected) > P_MIN
+  ex = _face(2, size=24)
+  unchanged = [host_ops.pad_crop(4, p=0.2)(ex, np.random.default_rng(seed))["image"] is ex["image"]
+               for seed in range(4000)]
+  assert draws.binomial(sum(unchanged), len(unchanged), 0.8) > P_MIN
 
 
 def test_noise_ops_equal_host_on_the_same_draws():

@@ -434,13 +434,17 @@ def color_jitter(brightness=0.0, contrast=0.0, saturation=0.0, key="image"):
 
 
 @register
-def pad_crop(pad=4, key="image"):
-  """Zero-pad by `pad`, crop back at a random offset (see tests/host_ops.py pad_crop). Params: (top,
-  left) in the padded image."""
+def pad_crop(pad=4, p=1.0, key="image"):
+  """With probability p (torchvision's RandomApply), zero-pad by `pad` and crop back at a random
+  offset (see tests/host_ops.py pad_crop). Params: (top, left) in the padded image; (pad, pad),
+  the image itself, where the op does not fire."""
 
   def draw(rng, ex):
     del ex
-    return _below(jax.random.uniform(rng, (2,)), 2 * pad + 1)
+    if p >= 1:
+      return _below(jax.random.uniform(rng, (2,)), 2 * pad + 1)
+    u = jax.random.uniform(rng, (3,))
+    return jnp.where(u[2] < p, _below(u[:2], 2 * pad + 1), pad)
 
   def apply(ex, offset):
     img = ex[key]
