@@ -26,7 +26,7 @@ DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 PLAIN_FENCES = ("text", "console", "python")
 # Dotted names in backticks that are config fields without the `config.` prefix.
 CONFIG_BLOCKS = ("model", "optimizer", "dataset", "noise", "input", "eac", "ncct", "scn",
-                 "lanet", "rul")
+                 "lanet", "rul", "nla", "resup", "ce")
 FILE_SUFFIXES = ("json", "jsonl", "npz", "npy", "png", "csv", "md", "txt", "py", "sh", "tensor",
                  "pkl", "pth", "tar", "lock", "toml", "jaxexport", "onnx")
 # Flags absl defines for every command.
