@@ -1,5 +1,5 @@
-r"""ReSup (Reliable label noise Suppression, IEEE TAC 2025): fer_jax/methods/resup.py,
-../shared/specs/nla_resup.md §2.
+r"""ReSup (Reliable label noise Suppression, IEEE Transactions on Affective Computing 2025):
+fer_jax/methods/resup.py, ../shared/specs/nla_resup.md §2.
 
   python -m fer_jax.main --config configs/resup.py:synthetic,noise=0.3 --workdir runs/resup_syn30
   python -m fer_jax.convert --torch resnet18-f37072fd.pth --out weights/imagenet_r18  # torchvision's

@@ -1,5 +1,6 @@
-"""ReSup, Reliable label noise Suppression (Zhang et al., IEEE TAC 2025), as its official code
-trains (FERDenoise 295e37f). Spec: ../shared/specs/nla_resup.md §2.
+"""ReSup, Reliable label noise Suppression (Zhang et al., IEEE Transactions on Affective
+Computing 2025), as its official code trains (FERDenoise 295e37f).
+Spec: ../shared/specs/nla_resup.md §2.
 
 Two independent ResNets with their own heads see the same augmented batch. Network 0 (the
 parameters `backbone` and `head`, from config.init_from: the MS-Celeb ResNet-18) is the one
