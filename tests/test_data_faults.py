@@ -148,12 +148,16 @@ def test_the_model_follows_the_class_folders(odd_folder, tmp_path):
 
 
 def _copy_files(config):
-  prepared = next(p for p in (pathlib.Path(config.prepared_dir)).iterdir())
-  return {p.name: p for p in prepared.rglob("*") if p.is_file() and "incomplete" not in str(p)}
+  """The files of the prepared copy by their path below its builder folder (two are named
+  metadata.json: TFDS's `.config/` one and the version's)."""
+  builder = next(pathlib.Path(config.prepared_dir).iterdir()) / "fer_jax_folder"
+  return {str(p.relative_to(builder)): p for p in builder.rglob("*")
+          if p.is_file() and "incomplete" not in str(p)}
 
 
-@pytest.mark.parametrize("damaged", ["fer_jax_folder-train.array_record-00000-of-00001",
-                                     "dataset_info.json", "metadata.json"])
+@pytest.mark.parametrize("damaged", [
+  "folders/1.0.0/fer_jax_folder-train.array_record-00000-of-00001",
+  "folders/1.0.0/dataset_info.json", "folders/1.0.0/metadata.json", ".config/metadata.json"])
 def test_a_damaged_prepared_copy_is_prepared_again_with_a_warning(odd_folder, tmp_path, caplog,
                                                                   damaged):
   config, _ = odd_folder

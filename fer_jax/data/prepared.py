@@ -266,6 +266,11 @@ def open_builder(builder_cls, config, builder_config=None):
 def _open_prepared(builder_cls, copy, builder_config):
   """(the builder of the prepared copy in `copy`, None) when it reads or is not prepared yet;
   (None, (file, why)) when its metadata or a shard fails to read."""
+  for path in sorted(copy.rglob("*.json")) if copy.exists() else ():
+    try:  # every metadata file, TFDS's own `.config/metadata.json` included
+      json.loads(path.read_text())
+    except (ValueError, OSError) as e:
+      return None, (str(path), f"{type(e).__name__}: {str(e)[:200]}")
   try:
     builder = builder_cls(data_dir=copy, config=builder_config, file_format="array_record")
     if not builder.is_prepared():
