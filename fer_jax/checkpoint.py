@@ -14,16 +14,23 @@ moved to `<workdir>/checkpoints_unreadable/` (never deleted) with the reason in 
 A save checks the disk's free space first: a checkpoint that would not fit is refused
 (`cli.NoSpace`) before orbax writes any of it, so the newest complete step stays the newest.
 
+A Ctrl-C while orbax starts or finishes a save takes effect once that call has returned: a
+KeyboardInterrupt inside orbax's threads' join leaves a save half finalised and its thread
+running into the interpreter's shutdown.
+
 `WorkdirLock` keeps a second run out of a workdir whose run is going.
 """
 
+import contextlib
 import datetime
 import fcntl
 import json
 import logging
 import os
 import pathlib
+import signal
 import socket
+import threading
 
 import jax
 import numpy as np
@@ -47,6 +54,22 @@ def _gather_json(value):
 
 # orbax's per-checkpoint metadata and JSON items, besides the arrays (measured: ~30 KB).
 _CHECKPOINT_MARGIN = 256 * 1024
+
+
+@contextlib.contextmanager
+def _interrupt_after():
+  """Holds back SIGINT (Ctrl-C) in the main thread until the block ends, then raises it."""
+  if threading.current_thread() is not threading.main_thread():
+    yield
+    return
+  caught = []
+  previous = signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum))
+  try:
+    yield
+  finally:
+    signal.signal(signal.SIGINT, previous)
+  if caught:
+    raise KeyboardInterrupt
 
 
 class CheckpointError(cli.UsageError):
@@ -144,21 +167,23 @@ class Checkpointer:
     """
     if step in self._manager.all_steps():
       return
-    self._manager.wait_until_finished()  # the space a save in flight takes is then counted
+    with _interrupt_after():
+      self._manager.wait_until_finished()  # the space a save in flight takes is then counted
     latest = self._manager.latest_step()
     kept = ("no checkpoint yet" if latest is None
             else f"the checkpoint of step {latest} is kept, complete")
     writers.check_space(pathlib.Path(self._manager.directory) / str(step),
                 tree_bytes(state) + _CHECKPOINT_MARGIN,
                 f"the checkpoint of step {step}", kept)
-    self._manager.save(
-      step,
-      args=ocp.args.Composite(
-        state=ocp.args.StandardSave({"state": state, "rng": rng}),
-        data=ocp.args.JsonSave({"per_process": _gather_json(data_state)}),
-        meta=ocp.args.JsonSave(meta),
-      ),
-    )
+    with _interrupt_after():
+      self._manager.save(
+        step,
+        args=ocp.args.Composite(
+          state=ocp.args.StandardSave({"state": state, "rng": rng}),
+          data=ocp.args.JsonSave({"per_process": _gather_json(data_state)}),
+          meta=ocp.args.JsonSave(meta),
+        ),
+      )
 
   def restore(self, state, rng):
     """Restores the newest readable checkpoint shaped and sharded like `state` and `rng`.
@@ -214,5 +239,6 @@ class Checkpointer:
     self._manager.reload()
 
   def close(self):
-    self._manager.wait_until_finished()
-    self._manager.close()
+    with _interrupt_after():
+      self._manager.wait_until_finished()
+      self._manager.close()

@@ -1,5 +1,9 @@
 """Checkpoints that survive a crash mid-save: the newest intact step is restored."""
 
+import os
+import signal
+import time
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -53,3 +57,14 @@ def test_no_readable_step_is_an_error_and_moves_nothing(tmp_path):
   with pytest.raises(checkpoint.CheckpointError, match=r"no checkpoint can be read; step 1"):
     _restore(directory)
   assert (directory / "1").is_dir() and not (tmp_path / "checkpoints_unreadable").exists()
+
+
+def test_ctrl_c_during_an_orbax_call_takes_effect_when_the_call_returns():
+  finished = []
+  with pytest.raises(KeyboardInterrupt):
+    with checkpoint._interrupt_after():
+      os.kill(os.getpid(), signal.SIGINT)
+      time.sleep(0.05)  # the signal arrives inside the block
+      finished.append(True)
+  assert finished == [True]
+  assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored
