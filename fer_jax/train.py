@@ -376,7 +376,8 @@ def _train_and_evaluate(config, workdir, lock):
              else "no checkpoint yet")
     if isinstance(stop, _NonFinite):
       raise cli.Diverged(
-        f"{stop}; {where}, from before it (no checkpoint of non-finite parameters is saved); "
+        f"{stop}; {where}{', from before it' if kept is not None else ''} (no checkpoint of "
+        "non-finite parameters is saved); "
         f"look at config.optimizer.lr={config.optimizer.lr} (lower it), the schedule's "
         f"warm-up, config.batch_size={config.batch_size}, config.dtype={config.dtype!r} and "
         "the training data; a changed config needs a new --workdir") from None
