@@ -20,9 +20,7 @@ import numpy as np
 
 from fer_jax import cli
 from fer_jax.data import augment, sampler
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+from fer_jax.models.weights import IMAGENET_MEAN, IMAGENET_STD
 
 
 class _HostOps(grain.transforms.RandomMap):

@@ -16,7 +16,6 @@ import jax.numpy as jnp
 import numpy as np
 
 from fer_jax import cli, expressions
-from fer_jax.data import pipeline
 from fer_jax.models import resnet, safe_pickle, torch_files, weights
 
 _BN = {"weight": ("params", "scale"), "bias": ("params", "bias"),
@@ -101,7 +100,7 @@ def read_checkpoint(src):
 
 
 def convert(src, out, class_names=expressions.RAF_DB, image_size=224,
-            mean=pipeline.IMAGENET_MEAN, std=pipeline.IMAGENET_STD, arch=None):
+            mean=weights.IMAGENET_MEAN, std=weights.IMAGENET_STD, arch=None):
   """Converts the PyTorch checkpoint `src` into the model directory `out`.
 
   Args:

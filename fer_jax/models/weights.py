@@ -23,6 +23,9 @@ META = "model.json"
 # What a model directory holds: the modules inference runs (resnet.Classifier's), not what only
 # training uses (a negative head, a landmark branch, a log-variance branch).
 INFERENCE_MODULES = ("backbone", "neck", "head")
+# The RGB normalisation on [0, 1] a model records unless its config sets another.
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 def save(directory, variables, meta):
