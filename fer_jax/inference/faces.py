@@ -40,7 +40,6 @@ import pathlib
 import numpy as np
 from PIL import Image
 
-from fer_jax import cli
 from fer_jax.data import landmark_files
 from fer_jax.data.media import missing
 
