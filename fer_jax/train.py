@@ -159,7 +159,8 @@ def _check_config(workdir, config):
   path = pathlib.Path(workdir) / "config.json"
   new = json.loads(config.to_json_best_effort())
   if path.exists():
-    old = traverse_util.flatten_dict(json.loads(path.read_text()), sep=".")
+    saved = json.loads(path.read_text())
+    old = traverse_util.flatten_dict(saved, sep=".")
     now = traverse_util.flatten_dict(new, sep=".")
     if now.get("model.num_classes") == 0:  # to be counted from the data (it is checked then)
       now["model.num_classes"] = old.get("model.num_classes")
@@ -173,7 +174,7 @@ def _check_config(workdir, config):
         f"{path}: this workdir holds a run with a different config (fields {changed}); "
         "use a new --workdir, or the same config to resume"
       )
-    return json.loads(path.read_text())
+    return saved
   return {}
 
 

@@ -64,8 +64,7 @@ def epoch_outputs(state, batch, *, model, config):
   """Eval-mode softmax of the augmented training batch (the code of Chen et al. predicts the
   training set with its training transform, after its test pass has set eval mode)."""
   del config
-  logits, _ = model.apply({"params": state.params, "batch_stats": state.batch_stats},
-                          batch["image"], train=False)
+  logits, _ = model.apply(state.variables(), batch["image"], train=False)
   return {"probabilities": jax.nn.softmax(logits.astype(jnp.float32))}
 
 
