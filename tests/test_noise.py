@@ -12,7 +12,7 @@ import pytest
 
 from fer_jax import cli, expressions
 from fer_jax.data import label_noise, prepared, sources
-from tests.test_datasets import make_raf, raf_config
+from tests.test_datasets import _save, make_affectnet, make_ferplus, make_raf, raf_config
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -273,3 +273,57 @@ def test_recorded_predictions_resume_exactly_and_give_instance_noise(tmp_path):
   assert result.returncode == cli.USAGE_EXIT and "Traceback" not in result.stderr
   assert "the model's classes ['neutral', 'happiness'" in result.stderr.strip().splitlines()[-1]
   assert not (tmp_path / "other.txt").exists()
+
+
+def _dataset_fixture(name, root, prepared_dir):
+  """A small copy of dataset `name` under `root`, its loaded Dataset and the noise command's
+  flags that load the same copy."""
+  fields = {"prepared_dir": str(prepared_dir)}
+  if name == "raf_db":
+    make_raf(root)
+  elif name == "ferplus":
+    make_ferplus(root)
+    fields.update(num_classes=8, train_split="train+validation")
+  elif name == "affectnet":
+    make_affectnet(root)
+    fields.update(num_classes=8)
+  else:
+    for i, cls in enumerate(("sad", "happy", "angry", "happy", "sad", "angry", "happy")):
+      _save(root / "train" / cls / f"{i} é.png", np.full((8, 8, 3), 30 * i, np.uint8), "PNG")
+    _save(root / "test/sad/t.png", np.zeros((8, 8, 3), np.uint8), "PNG")
+  dataset = sources.load(sources.default_config(name, data_dir=str(root), **fields))
+  flags = ["--dataset", name, "--data_dir", str(root)]
+  for key, value in fields.items():
+    flags += ["--dataset_field", f"{key}={value}"]
+  return dataset, flags
+
+
+@pytest.mark.parametrize("name", ["raf_db", "ferplus", "affectnet", "folder"])
+def test_instance_noise_command_on_every_dataset(name, tmp_path):
+  """The command reads a CE model's predictions on each dataset (in its own label-file format),
+  matching the model's classes by name whatever their order."""
+  dataset, flags = _dataset_fixture(name, tmp_path / "data", tmp_path / "prepared")
+  n, num_classes = len(dataset.train.labels), len(dataset.class_names)
+  probabilities = np.random.default_rng(5).dirichlet(np.ones(num_classes), n).astype(np.float32)
+  model = tmp_path / "ce_model"
+  model.mkdir()
+  label_noise.write_train_probabilities(model, probabilities, 3, dataset)
+  # The same predictions saved by a model whose head lists the classes in reverse order.
+  reversed_model = tmp_path / "ce_model_reversed"
+  reversed_model.mkdir()
+  with np.load(model / label_noise.PREDICTIONS_FILE) as saved:
+    np.savez(reversed_model / label_noise.PREDICTIONS_FILE,
+             **{**saved, "probabilities": saved["probabilities"][:, ::-1],
+                "class_names": saved["class_names"][::-1]})
+  expected = label_noise.instance_dependent(dataset.train.labels, probabilities, 0.4)
+  assert (expected != dataset.train.labels).sum() == round(n * 0.4) > 0
+  for run in (model, reversed_model):
+    out = tmp_path / f"{run.name}.txt"
+    cmd = [sys.executable, "-m", "fer_jax.noise", *flags, "--kind", "instance", "--rate", "0.4",
+           "--checkpoint", str(run), "--out", str(out)]
+    result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120,
+                            check=False)
+    assert result.returncode == 0, result.stderr
+    np.testing.assert_array_equal(label_noise.read_label_file(out, dataset), expected)
+    report = json.loads(out.with_name(out.name + ".report.json").read_text())
+    assert report["flipped"] == round(n * 0.4) and report["kind"] == "instance"
