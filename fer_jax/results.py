@@ -5,7 +5,10 @@ r"""Mean ± std over seeds of finished runs, as the papers report them, in Markd
 Reads each run's config.json and summary.json, groups runs by (method, dataset, noise kind,
 noise rate) and prints, per group: the number of seeds, final accuracy, best accuracy (the max
 over epochs, NCCTFER/LA-Net's metric) and the mean of the last 5 epochs (EAC/SCN's metric), each
-as mean ± std (population std over seeds), in %. The library behind it is fer_jax/experiments/workdirs.py.
+as mean ± std (population std over seeds), in %. `--by_noise` prints a row per method instead,
+the final and best accuracy under each noise setting side by side, each final with its margin
+over CE (`--reference` names another method). The library behind it is
+fer_jax/experiments/workdirs.py.
 """
 
 import pathlib
@@ -29,7 +32,9 @@ def main(argv):
   if not finished:
     raise cli.UsageError(f"no finished run in {', '.join(argv[1:])}: expected run directories "
                          "holding config.json and summary.json")
-  text = workdirs.table(finished)
+  f = flags.FLAGS
+  text = (workdirs.noise_columns(finished, f.reference) if f.by_noise
+          else workdirs.table(finished))
   print(text, end="")
   if out:
     with open(out, "x") as f:
@@ -38,4 +43,7 @@ def main(argv):
 
 if __name__ == "__main__":
   flags.DEFINE_string("out", "", "Also write the table to this file (never overwritten).")
+  flags.DEFINE_bool("by_noise", False, "A row per method, the final and best accuracy of each "
+                    "noise setting side by side, the final's margin over --reference")
+  flags.DEFINE_string("reference", "ce", "--by_noise: the method the margins are taken over")
   cli.run(main)

@@ -187,8 +187,12 @@ def write_tables(runs, root):
   root = pathlib.Path(root)
   finished = workdirs.load_runs(grid_workdirs(runs))
   commands = "\n".join(shown(cmd) for _, cmd in runs)
-  text = (workdirs.table(finished) + "\nCommands (`python -m fer_jax.grid` runs each once):\n\n"
-          f"```bash\n{commands}\n```\n")
+  by_noise = ""
+  if len({key[2:] for key, _, _ in finished}) > 1:
+    by_noise = ("\nFinal and best accuracy by noise setting, the final's margin over CE in "
+                "brackets:\n\n" + workdirs.noise_columns(finished))
+  text = (workdirs.table(finished) + by_noise
+          + f"\nCommands (`python -m fer_jax.grid` runs each once):\n\n```bash\n{commands}\n```\n")
   (root / "results.md").write_text(text)
   with open(root / "results.csv", "w", newline="") as f:
     writer = csv.writer(f)

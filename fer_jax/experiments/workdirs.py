@@ -78,14 +78,44 @@ def mean_std(members):
   return [(v.mean(), v.std()) for v in values]
 
 
+def noise_label(kind, rate):
+  """How the tables name a noise setting: "clean", or the kind and its rate (or file)."""
+  return "clean" if kind == "none" else f"{kind} {rate}"
+
+
 def table(runs):
   """The Markdown table of `runs` (load_runs): a row per group, mean ± std per metric."""
   lines = ["| method | dataset | noise | seeds | " + " | ".join(n for _, n in METRICS) + " |",
            "| --- | --- | --- | --- | " + " | ".join("---" for _ in METRICS) + " |"]
   for (method, dataset, kind, rate), members in groups(runs).items():
     cells = [f"{mean:.2f} ± {std:.2f}" for mean, std in mean_std(members)]
-    noise = "clean" if kind == "none" else f"{kind} {rate}"
     seeds = ",".join(str(seed) for seed, _ in members)
-    lines.append(f"| {method} | {dataset} | {noise} | {seeds} | " + " | ".join(cells) + " |")
+    lines.append(f"| {method} | {dataset} | {noise_label(kind, rate)} | {seeds} | "
+                 + " | ".join(cells) + " |")
   return "\n".join(lines) + "\n"
 
+
+def noise_columns(runs, reference="ce"):
+  """The Markdown table of `runs` (load_runs) with a row per (method, dataset) and, per noise
+  setting, a column of final and a column of best accuracy (mean ± std over the seeds); the
+  final accuracy of other methods carries its margin over `reference`'s on the same dataset and
+  noise. Noise settings in the order they first appear in `runs`; `reference`'s rows first."""
+  settings = list(dict.fromkeys(noise_label(*key[2:]) for key, _, _ in runs))
+  by_method = collections.defaultdict(dict)
+  for (method, dataset, kind, rate), members in groups(runs).items():
+    by_method[(method, dataset)][noise_label(kind, rate)] = mean_std(members)[:2]
+  header = "| method | dataset | " + " | ".join(f"{s} {m}" for s in settings
+                                                for m in ("final", "best")) + " |"
+  lines = [header, "|" + " --- |" * (2 + 2 * len(settings))]
+  for method, dataset in sorted(by_method, key=lambda k: (k[0] != reference, k)):
+    cells = []
+    for setting in settings:
+      if setting not in by_method[(method, dataset)]:
+        cells += ["–", "–"]
+        continue
+      (final, final_std), (best, best_std) = by_method[(method, dataset)][setting]
+      base = by_method.get((reference, dataset), {}).get(setting)
+      margin = f" ({final - base[0][0]:+.1f})" if base and method != reference else ""
+      cells += [f"{final:.2f} ± {final_std:.2f}{margin}", f"{best:.2f} ± {best_std:.2f}"]
+    lines.append(f"| {method} | {dataset} | " + " | ".join(cells) + " |")
+  return "\n".join(lines) + "\n"
