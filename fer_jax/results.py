@@ -32,13 +32,16 @@ def main(argv):
   if not finished:
     raise cli.UsageError(f"no finished run in {', '.join(argv[1:])}: expected run directories "
                          "holding config.json and summary.json")
-  f = flags.FLAGS
-  text = (workdirs.noise_columns(finished, f.reference) if f.by_noise
-          else workdirs.table(finished))
+  by_noise, reference = flags.FLAGS.by_noise, flags.FLAGS.reference
+  methods = sorted({key[0] for key, _, _ in finished})
+  if by_noise and reference not in methods:
+    raise cli.UsageError(f"--reference={reference}: no finished run of that method among the "
+                         f"runs given (their methods: {', '.join(methods)})")
+  text = workdirs.noise_columns(finished, reference) if by_noise else workdirs.table(finished)
   print(text, end="")
   if out:
-    with open(out, "x") as f:
-      f.write(text)
+    with open(out, "x") as table_file:
+      table_file.write(text)
 
 
 if __name__ == "__main__":

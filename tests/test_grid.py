@@ -54,8 +54,9 @@ def test_grid_runs_what_is_missing_and_tabulates(tmp_path):
   text = grid_runs.write_tables(runs, tmp_path / "g")
   assert "| ce | synthetic | clean | 0,1 | 55.00 ± 5.00 |" in text
   # Two noise settings: also side by side, in the grid's order.
-  assert ("| method | dataset | clean final | clean best | symmetric 0.3 final | symmetric 0.3 "
-          "best |\n| --- | --- | --- | --- | --- | --- |\n| ce | synthetic | 55.00 ± 5.00 |") in text
+  assert ("| method | dataset | seeds | clean final | clean best | symmetric 0.3 final | "
+          "symmetric 0.3 best |\n| --- | --- | --- | --- | --- | --- | --- |\n"
+          "| ce | synthetic | 0,1 | 55.00 ± 5.00 |") in text
   assert "--config.seed=1" in text
   csv_lines = (tmp_path / "g" / "results.csv").read_text().splitlines()
   assert csv_lines[0].startswith("method,dataset,noise,rate,seeds,final_mean,final_std")

@@ -1,5 +1,6 @@
-r"""The synthetic noisy-label benchmark of the README: every method, 30% symmetric noise,
-three seeds.
+r"""The synthetic noisy-label benchmark: every method, 30% symmetric noise by default, three
+seeds (the README's table adds 30% instance-dependent noise: noise=symmetric:0.3+instance:0.3,
+below).
 
   python -m fer_jax.grid --grid configs/grids/synthetic.py --root runs/grid_synthetic
   python -m fer_jax.grid --grid configs/grids/synthetic.py:seeds=1,methods=baseline+ncct  # smaller
@@ -26,7 +27,7 @@ different from the synthetic recipe's). The README's CE/EAC tables from the land
 
 Every method at 30% symmetric and 30% instance-dependent noise (docs/noise.md; the grid first
 trains the clean CE run whose averaged predictions make the instance-dependent labels, then
-every method on both), the table of docs/results.md "Instance-dependent noise":
+every method on both), the table of the README and of docs/results.md "Instance-dependent noise":
 
   python -m fer_jax.grid --grid configs/grids/synthetic.py:methods=baseline+eac+ncct+lanet+scn+rul+nla+resup,noise=symmetric:0.3+instance:0.3 \
       --root runs/grid_synthetic_idn

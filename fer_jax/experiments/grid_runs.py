@@ -189,8 +189,10 @@ def write_tables(runs, root):
   commands = "\n".join(shown(cmd) for _, cmd in runs)
   by_noise = ""
   if len({key[2:] for key, _, _ in finished}) > 1:
-    by_noise = ("\nFinal and best accuracy by noise setting, the final's margin over CE in "
-                "brackets:\n\n" + workdirs.noise_columns(finished))
+    margins = (", the final's margin over CE in brackets"
+               if any(key[0] == "ce" for key, _, _ in finished) else "")
+    by_noise = (f"\nFinal and best accuracy by noise setting{margins}:\n\n"
+                + workdirs.noise_columns(finished))
   text = (workdirs.table(finished) + by_noise
           + f"\nCommands (`python -m fer_jax.grid` runs each once):\n\n```bash\n{commands}\n```\n")
   (root / "results.md").write_text(text)

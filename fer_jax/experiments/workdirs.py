@@ -96,26 +96,31 @@ def table(runs):
 
 
 def noise_columns(runs, reference="ce"):
-  """The Markdown table of `runs` (load_runs) with a row per (method, dataset) and, per noise
-  setting, a column of final and a column of best accuracy (mean ± std over the seeds); the
-  final accuracy of other methods carries its margin over `reference`'s on the same dataset and
-  noise. Noise settings in the order they first appear in `runs`; `reference`'s rows first."""
+  """The Markdown table of `runs` (load_runs) with a row per (method, dataset): its seeds (one
+  list, or one per noise setting where they differ) and, per noise setting, a column of final
+  and a column of best accuracy (mean ± std over the seeds); the final accuracy of other
+  methods carries its margin over `reference`'s mean on the same dataset and noise. Noise
+  settings in the order they first appear in `runs`; `reference`'s rows first."""
   settings = list(dict.fromkeys(noise_label(*key[2:]) for key, _, _ in runs))
   by_method = collections.defaultdict(dict)
   for (method, dataset, kind, rate), members in groups(runs).items():
-    by_method[(method, dataset)][noise_label(kind, rate)] = mean_std(members)[:2]
-  header = "| method | dataset | " + " | ".join(f"{s} {m}" for s in settings
-                                                for m in ("final", "best")) + " |"
-  lines = [header, "|" + " --- |" * (2 + 2 * len(settings))]
+    by_method[(method, dataset)][noise_label(kind, rate)] = (
+      ",".join(str(seed) for seed, _ in members), mean_std(members)[:2])
+  header = "| method | dataset | seeds | " + " | ".join(f"{s} {m}" for s in settings
+                                                        for m in ("final", "best")) + " |"
+  lines = [header, "|" + " --- |" * (3 + 2 * len(settings))]
   for method, dataset in sorted(by_method, key=lambda k: (k[0] != reference, k)):
-    cells = []
+    row = by_method[(method, dataset)]
+    seeds = {row[s][0] for s in settings if s in row}
+    cells = [seeds.pop() if len(seeds) == 1
+             else " / ".join(row[s][0] if s in row else "–" for s in settings)]
     for setting in settings:
-      if setting not in by_method[(method, dataset)]:
+      if setting not in row:
         cells += ["–", "–"]
         continue
-      (final, final_std), (best, best_std) = by_method[(method, dataset)][setting]
+      (final, final_std), (best, best_std) = row[setting][1]
       base = by_method.get((reference, dataset), {}).get(setting)
-      margin = f" ({final - base[0][0]:+.1f})" if base and method != reference else ""
+      margin = f" ({final - base[1][0][0]:+.1f})" if base and method != reference else ""
       cells += [f"{final:.2f} ± {final_std:.2f}{margin}", f"{best:.2f} ± {best_std:.2f}"]
     lines.append(f"| {method} | {dataset} | " + " | ".join(cells) + " |")
   return "\n".join(lines) + "\n"
