@@ -39,20 +39,46 @@ _DEMO = textwrap.dedent("""
 """)
 
 
-def test_two_signals_in_quick_succession_leave_no_upload_and_no_traceback(tmp_path):
+def _start_demo(tmp_path, sigint=signal.SIG_DFL):
+  """The stand-in demo, started with SIGINT's disposition `sigint`; it and its upload folder
+  (holding an upload)."""
   env = dict(os.environ, PYTHONPATH=str(ROOT), JAX_PLATFORMS="cpu", TMPDIR=str(tmp_path))
   with socket.socket() as probe:  # a free port
     probe.bind(("127.0.0.1", 0))
     port = probe.getsockname()[1]
   demo = subprocess.Popen([sys.executable, "-c", _DEMO, str(port)], cwd=ROOT, env=env, text=True,
-                          stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          preexec_fn=lambda: signal.signal(signal.SIGINT, sigint))
   folder = pathlib.Path(demo.stdout.readline().strip())
   assert folder.parent == tmp_path and folder.is_dir()
   (folder / "upload.jpg").write_bytes(b"a face")
+  return demo, folder
+
+
+def _stderr_when_stopped(demo):
+  try:
+    return demo.communicate(timeout=60)[1]
+  except subprocess.TimeoutExpired:
+    demo.kill()
+    raise
+
+
+def test_ctrl_c_stops_a_demo_started_with_sigint_ignored(tmp_path):
+  """A shell without job control starts a background command with SIGINT ignored."""
+  demo, folder = _start_demo(tmp_path, sigint=signal.SIG_IGN)
+  demo.send_signal(signal.SIGINT)
+  err = _stderr_when_stopped(demo)
+  assert demo.returncode == 130 and "Traceback" not in err, err
+  assert err.strip().splitlines()[-1] == "fer_jax demo: interrupted: SIGINT", err
+  assert not folder.exists() and not list(tmp_path.iterdir())
+
+
+def test_two_signals_in_quick_succession_leave_no_upload_and_no_traceback(tmp_path):
+  demo, folder = _start_demo(tmp_path)
   demo.send_signal(signal.SIGTERM)
   time.sleep(0.2)
   demo.send_signal(signal.SIGINT)
-  _, err = demo.communicate(timeout=60)
+  err = _stderr_when_stopped(demo)
   assert demo.returncode == 130, err
   assert "Traceback" not in err, err
   assert err.strip().splitlines()[-1] == "fer_jax demo: interrupted: SIGTERM", err

@@ -246,8 +246,10 @@ def serve(model, variables, meta, name, host="127.0.0.1", port=7860, share=False
   # modules read it once on import: set before gradio is imported.
   os.environ["GRADIO_TEMP_DIR"] = folder
   page = None
-  # A service manager's stop (SIGTERM) cleans up as Ctrl-C does.
-  signal.signal(signal.SIGTERM, _interrupt)
+  # A service manager's stop (SIGTERM) cleans up as Ctrl-C does; SIGINT is set too, since a
+  # shell without job control starts a background command with SIGINT ignored.
+  for number in (signal.SIGINT, signal.SIGTERM):
+    signal.signal(number, _interrupt)
   try:
     page = build(run, meta, name, min_face_size)
     # run_history=False: the browser keeps no copy of the photos either. quiet: Gradio's own
