@@ -48,5 +48,6 @@ if __name__ == "__main__":
   flags.DEFINE_string("out", "", "Also write the table to this file (never overwritten).")
   flags.DEFINE_bool("by_noise", False, "A row per method, the final and best accuracy of each "
                     "noise setting side by side, the final's margin over --reference")
-  flags.DEFINE_string("reference", "ce", "--by_noise: the method the margins are taken over")
+  flags.DEFINE_string("reference", workdirs.REFERENCE_METHOD,
+                      "--by_noise: the method the margins are taken over")
   cli.run(main)

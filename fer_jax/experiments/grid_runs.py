@@ -190,7 +190,7 @@ def write_tables(runs, root):
   by_noise = ""
   if len({key[2:] for key, _, _ in finished}) > 1:
     margins = (", the final's margin over CE in brackets"
-               if any(key[0] == "ce" for key, _, _ in finished) else "")
+               if any(key[0] == workdirs.REFERENCE_METHOD for key, _, _ in finished) else "")
     by_noise = (f"\nFinal and best accuracy by noise setting{margins}:\n\n"
                 + workdirs.noise_columns(finished))
   text = (workdirs.table(finished) + by_noise

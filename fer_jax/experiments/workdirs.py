@@ -19,6 +19,8 @@ from fer_jax import cli
 
 METRICS = (("final_accuracy", "final"), ("best_accuracy", "best"),
            ("mean_last5_accuracy", "mean of last 5"))
+# The method (config.method) the by-noise table takes margins over: the papers' baseline.
+REFERENCE_METHOD = "ce"
 
 
 def read_config(workdir, hint=""):
@@ -95,7 +97,7 @@ def table(runs):
   return "\n".join(lines) + "\n"
 
 
-def noise_columns(runs, reference="ce"):
+def noise_columns(runs, reference=REFERENCE_METHOD):
   """The Markdown table of `runs` (load_runs) with a row per (method, dataset): its seeds (one
   list, or one per noise setting where they differ) and, per noise setting, a column of final
   and a column of best accuracy (mean ± std over the seeds); the final accuracy of other
